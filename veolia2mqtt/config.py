@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -23,11 +23,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from veolia2mqtt.errors import ConfigError
@@ -35,7 +37,7 @@ from veolia2mqtt.mqtt.topics import Metric, meter_slug
 from veolia2mqtt.veolia.portals import DEFAULT_PORTAL, Endpoints, resolve_portal
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 ENV_PREFIX: Final = "VEOLIA2MQTT_"
 CONFIG_ENV: Final = "VEOLIA2MQTT_CONFIG"
@@ -47,6 +49,12 @@ Category = Literal[
     "heating", "security", "energy", "light", "opening", "automatism", "multimedia", "default"
 ]
 """Jeedom's equipment categories."""
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A model-level error that :func:`_describe` reports under ``field``, not the section."""
+    # The message goes through the context so that braces in it are not read as a template.
+    return PydanticCustomError("field_error", "{message}", {"message": message, "subfield": field})
 
 
 class _Section(BaseModel):
@@ -74,7 +82,7 @@ class VeoliaSettings(_Section):
                 self.portal, client_id=self.client_id, auth_url=self.auth_url, api_url=self.api_url
             )
         except ValueError as err:
-            raise ValueError(str(err)) from None
+            raise _field_error("portal", str(err)) from None
         return self
 
     @property
@@ -252,8 +260,8 @@ class Settings(BaseSettings):
     def _link_topic_distinct(self) -> Self:
         link = self.jeedom.mqtt2_link_topic
         if link is not None and link in {self.mqtt.base_topic, self.mqtt.discovery_prefix}:
-            msg = "jeedom.mqtt2_link_topic must differ from mqtt.base_topic and discovery_prefix"
-            raise ValueError(msg)
+            msg = "must differ from mqtt.base_topic and mqtt.discovery_prefix"
+            raise _field_error("jeedom.mqtt2_link_topic", msg)
         return self
 
     def meter_override(self, number: str) -> MeterOverride:
@@ -269,11 +277,22 @@ class _EnvSource(EnvSettingsSource):
     """``VEOLIA2MQTT_*`` variables, minus the ``*_FILE`` ones and ``VEOLIA2MQTT_CONFIG``."""
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {
+        variables = {
             name: value
             for name, value in super()._load_env_vars().items()
             if not name.endswith(_FILE_SUFFIX.lower()) and name != CONFIG_ENV.lower()
         }
+        # pydantic-settings skips variables that match no field; a typo must not pass silently.
+        prefix = ENV_PREFIX.lower()
+        unknown = [
+            f"{name[len(prefix) :].split('__')[0]}: unknown key (from {name.upper()})"
+            for name in sorted(variables)
+            if name.lower().startswith(prefix)
+            and name[len(prefix) :].split("__")[0].lower() not in self.settings_cls.model_fields
+        ]
+        if unknown:
+            raise ConfigError(unknown)
+        return variables
 
 
 class _FileVariablesSource(PydanticBaseSettingsSource):
@@ -326,10 +345,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(errors: list[Mapping[str, Any]]) -> list[str]:
+def _describe(errors: Sequence[Mapping[str, Any]]) -> list[str]:
     problems = []
     for error in errors:
-        loc = ".".join(str(part) for part in error["loc"])
+        parts = [str(part) for part in error["loc"] if part != "[key]"]
+        field = (error.get("ctx") or {}).get("subfield")
+        if field:
+            parts.append(str(field))
+        loc = ".".join(parts)
         msg = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -347,9 +370,7 @@ def config_path(explicit: str | Path | None) -> tuple[Path, bool]:
     return DEFAULT_CONFIG_PATH, False
 
 
-def load_settings(
-    path: str | Path | None = None, *, require_credentials: bool = True
-) -> Settings:
+def load_settings(path: str | Path | None = None, *, require_credentials: bool = True) -> Settings:
     """Load and validate the configuration.
 
     Args:
@@ -367,6 +388,12 @@ def load_settings(
         settings = Settings(**data)
     except ValidationError as err:
         raise ConfigError(_describe(err.errors(include_input=False))) from None
+    except SettingsError as err:
+        # A section given whole as one variable (VEOLIA2MQTT_MQTT='{...}') that is not JSON.
+        found = re.search(r'field "([^"]+)"', str(err))
+        section = found.group(1) if found else "environment"
+        msg = f"{section}: the {ENV_PREFIX}{section.upper()} variable is not valid JSON"
+        raise ConfigError([msg]) from None
     if require_credentials:
         problems = []
         if not settings.veolia.email:
