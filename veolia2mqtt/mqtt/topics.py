@@ -8,6 +8,10 @@ from typing import Final
 
 _SLUG_RE: Final = re.compile(r"[^a-z0-9_-]")
 PREFIX: Final = "veolia2mqtt"
+BRIDGE_SLUG: Final = "bridge"
+"""The node of the daemon's own device (``veolia2mqtt_bridge``) and of ``<base>/bridge/state``."""
+BRIDGE_PROBLEM: Final = "problem"
+"""The object id of the bridge's problem entity (``veolia2mqtt_bridge_problem``)."""
 
 
 class Metric(StrEnum):
@@ -94,6 +98,16 @@ def device_discovery_topic(prefix: str, slug: str) -> str:
 def entity_discovery_topic(prefix: str, platform: str, slug: str, metric: str) -> str:
     """``<prefix>/<platform>/veolia2mqtt_<meter>/<metric>/config`` (mode ``entity``)."""
     return f"{prefix}/{platform}/{device_id(slug)}/{metric}/config"
+
+
+def bridge_device_discovery_topic(prefix: str) -> str:
+    """``<prefix>/device/veolia2mqtt_bridge/config``: the bridge device (mode ``device``)."""
+    return device_discovery_topic(prefix, BRIDGE_SLUG)
+
+
+def bridge_entity_discovery_topic(prefix: str) -> str:
+    """``<prefix>/binary_sensor/veolia2mqtt_bridge/problem/config`` (mode ``entity``)."""
+    return entity_discovery_topic(prefix, "binary_sensor", BRIDGE_SLUG, BRIDGE_PROBLEM)
 
 
 def ha_status_topic(prefix: str) -> str:
