@@ -140,16 +140,16 @@ def entity_name(metric: Metric, meter: Meter, override: MeterOverride) -> tuple[
         if not candidate:
             continue
         name = _strip_device_prefix(candidate, device)
+        if name == candidate and candidate == (configured or default):
+            return name, None
         if name:
-            if name == candidate:
-                return name, None
             return name, (
-                f"meter {meter.number}: the name {candidate!r} of {metric.value} starts with the "
-                f"device name {device!r}; {name!r} is used"
+                f"meter {meter.number}: the name {(configured or default)!r} of {metric.value} "
+                f"starts with the device name {device!r}; {name!r} is used"
             )
     return metric.value, (
-        f"meter {meter.number}: every name of {metric.value} is the device name {device!r}; "
-        f"{metric.value!r} is used"
+        f"meter {meter.number}: every name of {metric.value} starts with the device name "
+        f"{device!r}; {metric.value!r} is used"
     )
 
 
