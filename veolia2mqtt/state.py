@@ -137,8 +137,9 @@ class StateStore:
             self._token = None
             self._dirty = False
             self._prepare_dir()
-            self._load_state()
-            self._token = self._read_token()
+            if self._dir.is_dir():
+                self._load_state()
+                self._token = self._read_token()
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
