@@ -214,8 +214,13 @@ def test_default_name_colliding_with_the_device_name_is_stripped_too() -> None:
     assert name == "Du jour"
     assert note is not None
     name, note = entity_name(Metric.INDEX, METER, MeterOverride(name="Index"))
-    assert name == "index"
+    assert name == "veolia2mqtt index"
     assert note is not None
+    name, note = entity_name(Metric.INDEX, METER, MeterOverride(name="Ind"))
+    assert name == "Ex"
+    assert note is not None
+    name, _ = entity_name(Metric.REFRESH, METER, MeterOverride(name="Rafraîchir"))
+    assert name == "refresh"
 
 
 def test_naming_notes_lists_each_changed_name() -> None:

@@ -147,9 +147,12 @@ def entity_name(metric: Metric, meter: Meter, override: MeterOverride) -> tuple[
                 f"meter {meter.number}: the name {(configured or default)!r} of {metric.value} "
                 f"starts with the device name {device!r}; {name!r} is used"
             )
-    return metric.value, (
+    # Two last resorts with different first letters: the device name can prefix only one.
+    fallbacks = (metric.value, f"{PREFIX} {metric.value}")
+    name = next(f for f in fallbacks if not f.casefold().startswith(device.casefold()))
+    return name, (
         f"meter {meter.number}: every name of {metric.value} starts with the device name "
-        f"{device!r}; {metric.value!r} is used"
+        f"{device!r}; {name!r} is used"
     )
 
 
