@@ -173,6 +173,11 @@ class Wakeup:
         self._stopping = True
         self._event.set()
 
+    def reset(self) -> None:
+        """Forget a previous :meth:`stop` (the daemon reloads its configuration)."""
+        self._stopping = False
+        self._event.clear()
+
     def stopping(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stopping

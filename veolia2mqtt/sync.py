@@ -1,0 +1,532 @@
+"""One sync: read the account, apply the rules, build the messages, publish, remember.
+
+:class:`SyncService` is the only place that joins the Veolia client, the builders, the
+publisher and the state store. Values are remembered only after the broker acknowledged them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Final, Protocol
+
+from veolia2mqtt.errors import MqttError, Veolia2MqttError
+from veolia2mqtt.meter import Meter, MeterValues, update_values
+from veolia2mqtt.mqtt.discovery import build_bridge_discovery, build_discovery, clear_discovery
+from veolia2mqtt.mqtt.jeedom import build_link_discovery, build_link_values, clear_link
+from veolia2mqtt.mqtt.messages import (
+    BridgeError,
+    Message,
+    Publisher,
+    build_bridge_state,
+    build_last_sync_message,
+    build_state_message,
+    build_value_messages,
+    clear_meter_states,
+)
+from veolia2mqtt.mqtt.topics import meter_slug
+from veolia2mqtt.scheduler import Outcome
+from veolia2mqtt.state import AuthBlock, StateStore, StoredToken
+from veolia2mqtt.veolia.client import CachedToken, FailedMeter, MeterData
+from veolia2mqtt.veolia.errors import VeoliaAuthError, VeoliaChallengeError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from veolia2mqtt.config import Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+_FINGERPRINT_ROUNDS: Final = 20_000
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class AccountReader(Protocol):
+    """What the sync needs from the Veolia client."""
+
+    def fetch_all(self, *, today: date) -> list[MeterData | FailedMeter]:
+        """Every meter of the account with its readings, or the error that stopped it."""
+        ...
+
+
+class TokenStoreAdapter:
+    """Lets the Veolia client keep its token in the :class:`StateStore`."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def load_token(self) -> CachedToken | None:
+        """The persisted token, if any."""
+        record = self._store.load_token_record()
+        if record is None:
+            return None
+        return CachedToken(
+            access_token=record.access_token,
+            expires_at=record.expires_at,
+            client_id=record.client_id,
+            auth_url=record.auth_url,
+            account=record.account,
+        )
+
+    def save_token(self, token: CachedToken | None) -> None:
+        """Persist ``token`` (``None`` drops it)."""
+        self._store.save_token_record(
+            None
+            if token is None
+            else StoredToken(
+                access_token=token.access_token,
+                expires_at=token.expires_at,
+                client_id=token.client_id,
+                auth_url=token.auth_url,
+                account=token.account,
+            )
+        )
+
+
+def credentials_fingerprint(settings: Settings, salt: bytes) -> str:
+    """A salted, slow hash of what decides a login, to notice a configuration change.
+
+    It lets a refused login stay blocked across restarts until the user changes something,
+    without keeping the credentials themselves in ``state_dir``.
+    """
+    veolia = settings.veolia
+    parts = [
+        veolia.email or "",
+        veolia.password.get_secret_value() if veolia.password else "",
+        veolia.refresh_token.get_secret_value() if veolia.refresh_token else "",
+        veolia.endpoints.client_id,
+        veolia.endpoints.auth_url,
+    ]
+    data = "\x00".join(parts).encode("utf-8")
+    return hashlib.pbkdf2_hmac("sha256", data, salt, _FINGERPRINT_ROUNDS).hex()
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one sync did."""
+
+    outcome: Outcome
+    meters_ok: int = 0
+    meters_failed: int = 0
+    new_days: int = 0
+    sent: int = 0
+    error: str | None = None
+
+
+@dataclass
+class _Batch:
+    """What one sync found: the messages to send and the values to remember after the acks."""
+
+    messages: list[Message] = field(default_factory=list)
+    updates: dict[str, MeterValues] = field(default_factory=dict)
+    new_days: int = 0
+    stale: bool = False
+
+
+@dataclass
+class _MeterPlan:
+    """The messages of one meter, split by how they are replayed."""
+
+    discovery: list[Message] = field(default_factory=list)
+    states: list[Message] = field(default_factory=list)
+    values: list[Message] = field(default_factory=list)
+
+
+class SyncService:
+    """Runs syncs and keeps the publisher's replay set in step with what was published."""
+
+    def __init__(
+        self,
+        client: AccountReader,
+        publisher: Publisher,
+        store: StateStore,
+        settings: Settings,
+        *,
+        version: str,
+        clock: Callable[[], datetime] = utc_now,
+        fingerprint: str = "",
+    ) -> None:
+        self._client = client
+        self._publisher = publisher
+        self._store = store
+        self._settings = settings
+        self._version = version
+        self._clock = clock
+        self._fingerprint = fingerprint
+        self._zone = settings.sync.zone
+        self._failing_since: datetime | None = None
+        self._last_error: BridgeError | None = None
+        self._status = "starting"
+
+    # -- message building -------------------------------------------------------------------
+
+    def _meter_messages(
+        self, meter: Meter, values: MeterValues, last_sync: datetime | None
+    ) -> _MeterPlan:
+        settings = self._settings
+        mqtt = settings.mqtt
+        override = settings.meter_override(meter.number)
+        plan = _MeterPlan()
+        plan.discovery = build_discovery(
+            meter,
+            override,
+            mode=mqtt.discovery,
+            discovery_prefix=mqtt.discovery_prefix,
+            base_topic=mqtt.base_topic,
+            sw_version=self._version,
+            portal_url=settings.veolia.endpoints.portal_url,
+        )
+        plan.states = [
+            build_state_message(
+                meter, values, base_topic=mqtt.base_topic, last_sync=last_sync, zone=self._zone
+            )
+        ]
+        plan.values = build_value_messages(meter, values, base_topic=mqtt.base_topic)
+        if last_sync is not None:
+            plan.values.append(
+                build_last_sync_message(
+                    meter, base_topic=mqtt.base_topic, last_sync=last_sync.astimezone(self._zone)
+                )
+            )
+        link = settings.jeedom.mqtt2_link_topic
+        if link is not None:
+            plan.discovery.append(build_link_discovery(meter, override, link_topic=link))
+            plan.values.extend(
+                build_link_values(
+                    meter,
+                    values,
+                    override,
+                    link_topic=link,
+                    last_sync=None if last_sync is None else last_sync.astimezone(self._zone),
+                )
+            )
+        return plan
+
+    def _clear_meter(self, slug: str) -> list[Message]:
+        mqtt = self._settings.mqtt
+        messages: list[Message] = []
+        for mode in ("device", "entity"):
+            messages.extend(
+                clear_discovery(slug, mode=mode, discovery_prefix=mqtt.discovery_prefix)
+            )
+        messages.extend(clear_meter_states(slug, base_topic=mqtt.base_topic))
+        link = self._settings.jeedom.mqtt2_link_topic
+        if link is not None:
+            messages.extend(clear_link(slug, link_topic=link))
+        return messages
+
+    def _bridge_messages(
+        self, last_attempt: datetime | None, *, succeeded: bool = False
+    ) -> tuple[list[Message], Message]:
+        mqtt = self._settings.mqtt
+        discovery = build_bridge_discovery(
+            mode=mqtt.discovery,
+            discovery_prefix=mqtt.discovery_prefix,
+            base_topic=mqtt.base_topic,
+            sw_version=self._version,
+        )
+        last_success = last_attempt if succeeded else self._store.last_sync()
+        state = build_bridge_state(
+            base_topic=mqtt.base_topic,
+            version=self._version,
+            status=self._status,
+            last_sync=None if last_attempt is None else last_attempt.astimezone(self._zone),
+            last_success=None if last_success is None else last_success.astimezone(self._zone),
+            error=self._last_error,
+        )
+        return discovery, state
+
+    def _known_meters(self) -> list[tuple[Meter, MeterValues]]:
+        return [
+            (Meter(number), values)
+            for number, values in sorted(self._store.all_values().items())
+            if self._settings.meter_override(number).enabled
+        ]
+
+    def _replay(self, last_attempt: datetime | None) -> tuple[list[Message], list[Message]]:
+        """The full retained picture: (discovery then states, per-value topics)."""
+        bridge_discovery, bridge_state = self._bridge_messages(last_attempt)
+        discovery: list[Message] = list(bridge_discovery)
+        states: list[Message] = [bridge_state]
+        values: list[Message] = []
+        for meter, meter_values in self._known_meters():
+            last_sync = self._store.meter_last_sync(meter.number)
+            plan = self._meter_messages(meter, meter_values, last_sync)
+            discovery.extend(plan.discovery)
+            states.extend(plan.states)
+            values.extend(plan.values)
+        return discovery + states, values
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def prime(self) -> list[Message]:
+        """Prepare the replay from ``state_dir`` and return the clean-up of ghost topics.
+
+        Call it before the publisher starts: its first connect then publishes discovery and the
+        last known states without any Veolia request. The returned messages (empty retained
+        payloads for topics the current configuration no longer produces) are published once
+        the connection is up.
+        """
+        always, if_missing = self._replay(None)
+        self._publisher.set_replay(always, if_missing)
+        current = {m.topic for m in always if _is_discovery(m, self._settings)}
+        ghosts: list[Message] = []
+        for number in list(self._store.all_values()):
+            if not self._settings.meter_override(number).enabled:
+                _LOGGER.info("Meter %s is disabled: clearing its retained topics", number)
+                ghosts.extend(self._clear_meter(meter_slug(number)))
+                self._store.forget_meter(number)
+        stale = sorted(self._store.published_topics() - current)
+        ghosts.extend(Message(topic, "", retain=True) for topic in stale)
+        return _unique(ghosts)
+
+    def clear_everything(self) -> list[Message]:
+        """Empty retained payloads for every topic veolia2mqtt published (``clear-discovery``)."""
+        messages: list[Message] = []
+        for number in list(self._store.all_values()):
+            messages.extend(self._clear_meter(meter_slug(number)))
+            self._store.forget_meter(number)
+        published = sorted(self._store.published_topics())
+        messages.extend(Message(topic, "", retain=True) for topic in published)
+        bridge_discovery, bridge_state = self._bridge_messages(None)
+        messages.extend(
+            Message(m.topic, "", retain=True) for m in [*bridge_discovery, bridge_state]
+        )
+        cleared = _unique(messages)
+        self._store.remove_published_topics(m.topic for m in cleared)
+        return cleared
+
+    def publish_cleanup(self, messages: Sequence[Message]) -> int:
+        """Publish the ghost clean-up returned by :meth:`prime` and forget those topics."""
+        if not messages:
+            return 0
+        sent = self._publisher.publish(messages)
+        self._store.remove_published_topics(m.topic for m in messages)
+        self._store.flush()
+        return sent
+
+    # -- the sync ---------------------------------------------------------------------------
+
+    def __call__(self) -> Outcome:
+        """One sync for the daemon; never raises."""
+        try:
+            return self.run_once().outcome
+        except Exception:
+            _LOGGER.exception("Unexpected error during the sync")
+            return Outcome.TRANSIENT
+
+    def run_once(self) -> SyncReport:
+        """Fetch every meter, publish what changed, remember it once acknowledged."""
+        now = self._clock()
+        today = now.astimezone(self._zone).date()
+        try:
+            results = self._client.fetch_all(today=today)
+        except VeoliaAuthError as err:
+            return self._auth_refused(err, now)
+        except Veolia2MqttError as err:
+            return self._failed(now, "reading the Veolia account", err)
+
+        fetched = [r for r in results if isinstance(r, MeterData)]
+        failed = [r for r in results if isinstance(r, FailedMeter)]
+        for miss in failed:
+            _LOGGER.warning("Meter %s failed: %s", miss.meter.number, miss.error)
+        batch = self._apply(fetched, today, now)
+        gone = self._gone_meters(results)
+        for number in gone:
+            _LOGGER.info("Meter %s is no longer on the account: clearing its topics", number)
+            batch.messages.extend(self._clear_meter(meter_slug(number)))
+
+        ok = not failed
+        if ok:
+            self._status, self._last_error, self._failing_since = "ok", None, None
+        else:
+            self._note_error(now, f"{len(failed)} meter(s) failed", failed[0].error)
+        bridge_discovery, bridge_state = self._bridge_messages(now, succeeded=ok)
+        messages = [*bridge_discovery, *batch.messages, bridge_state]
+        try:
+            sent = self._publisher.publish(_order(messages))
+        except MqttError as err:
+            return self._failed(now, "publishing to the broker", err)
+
+        self._remember(batch.updates, gone, messages, now, all_ok=ok)
+        self._publisher.set_replay(*self._replay(now))
+        _LOGGER.info(
+            "Sync done: %d meter(s) published, %d failed, %d new day(s), %d message(s) sent",
+            len(batch.updates),
+            len(failed),
+            batch.new_days,
+            sent,
+        )
+        if not ok:
+            outcome = Outcome.TRANSIENT
+        elif batch.new_days == 0 and batch.stale:
+            outcome = Outcome.NO_NEW_DAY
+        else:
+            outcome = Outcome.NEW_DAY
+        return SyncReport(
+            outcome=outcome,
+            meters_ok=len(batch.updates),
+            meters_failed=len(failed),
+            new_days=batch.new_days,
+            sent=sent,
+            error=None if ok else str(failed[0].error),
+        )
+
+    def _apply(self, fetched: Iterable[MeterData], today: date, now: datetime) -> _Batch:
+        """Apply the rules to every fetched meter and collect what to publish."""
+        batch = _Batch()
+        for data in fetched:
+            number = data.meter.number
+            previous = self._store.values(number)
+            if not self._settings.meter_override(number).enabled:
+                if previous is not None:
+                    _LOGGER.info("Meter %s is disabled: clearing its retained topics", number)
+                    batch.messages.extend(self._clear_meter(meter_slug(number)))
+                continue
+            update = update_values(previous, data.daily, data.monthly, today=today)
+            for note in update.notes:
+                _LOGGER.warning("Meter %s: %s", number, note)
+            batch.new_days += update.new_day
+            reading = update.values.reading_date
+            # Catch up only for a meter that has data but not yesterday's yet.
+            if not update.new_day and reading is not None and (today - reading).days > 1:
+                batch.stale = True
+            batch.messages.extend(self._changed_messages(data.meter, previous, update.values, now))
+            batch.updates[number] = update.values
+        return batch
+
+    def _changed_messages(
+        self, meter: Meter, previous: MeterValues | None, values: MeterValues, now: datetime
+    ) -> list[Message]:
+        """Discovery and state always (the publisher skips identical ones), values when changed."""
+        plan = self._meter_messages(meter, values, now)
+        before = (
+            set()
+            if previous is None
+            else {
+                (m.topic, m.payload)
+                for m in self._meter_messages(
+                    meter, previous, self._store.meter_last_sync(meter.number)
+                ).values
+            }
+        )
+        changed = [m for m in plan.values if (m.topic, m.payload) not in before]
+        return plan.discovery + plan.states + changed
+
+    def _gone_meters(self, results: Iterable[MeterData | FailedMeter]) -> list[str]:
+        listed = {r.meter.number for r in results}
+        if not listed:
+            return []
+        return sorted(set(self._store.all_values()) - listed)
+
+    def _remember(
+        self,
+        updates: dict[str, MeterValues],
+        gone: list[str],
+        messages: list[Message],
+        now: datetime,
+        *,
+        all_ok: bool,
+    ) -> None:
+        store = self._store
+        for number, values in updates.items():
+            store.set_values(number, values)
+            store.set_meter_last_sync(number, now)
+        for number in gone:
+            store.forget_meter(number)
+        for number, _values in list(store.all_values().items()):
+            if not self._settings.meter_override(number).enabled:
+                store.forget_meter(number)
+        published = {m.topic for m in messages if m.payload and _is_discovery(m, self._settings)}
+        cleared = {m.topic for m in messages if not m.payload}
+        store.add_published_topics(published)
+        store.remove_published_topics(cleared)
+        if all_ok:
+            store.set_last_sync(now)
+            store.set_auth_block(None)
+        store.flush()
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def _note_error(self, now: datetime, what: str, err: Exception) -> None:
+        if self._failing_since is None:
+            self._failing_since = now
+        action = (
+            "nothing to do if it is temporary: veolia2mqtt retries at 5, 15 and 45 minutes, "
+            "then hourly until the next daily slot"
+        )
+        self._status = "error"
+        self._last_error = BridgeError(
+            what=f"{what}: {err}", since=self._failing_since.astimezone(self._zone), action=action
+        )
+
+    def _publish_bridge_state(self, now: datetime) -> None:
+        _, state = self._bridge_messages(now)
+        self._publisher.set_replay(*self._replay(now))
+        try:
+            self._publisher.publish([state])
+        except MqttError as err:
+            _LOGGER.warning("Could not publish the bridge state: %s", err)
+
+    def _failed(self, now: datetime, what: str, err: Exception) -> SyncReport:
+        _LOGGER.error("Sync failed while %s: %s", what, err)
+        self._note_error(now, what, err)
+        self._publish_bridge_state(now)
+        return SyncReport(outcome=Outcome.TRANSIENT, error=str(err))
+
+    def _auth_refused(self, err: VeoliaAuthError, now: datetime) -> SyncReport:
+        _LOGGER.error("Veolia refused the login: %s", err)
+        if isinstance(err, VeoliaChallengeError):
+            action = (
+                f"{err} Then restart veolia2mqtt. No new login is attempted before the next "
+                "daily slot or a configuration change."
+            )
+        else:
+            action = (
+                "Check veolia.email and veolia.password (or veolia.refresh_token). No new login "
+                "is attempted before the next daily slot or a configuration change, to protect "
+                "the account from a lockout."
+            )
+        since = self._failing_since or now
+        self._failing_since = since
+        self._status = "auth_failed"
+        self._last_error = BridgeError(
+            what="Veolia refused the login", since=since.astimezone(self._zone), action=action
+        )
+        self._store.set_auth_block(
+            AuthBlock(since=now, reason=err.error_type or "refused", fingerprint=self._fingerprint)
+        )
+        self._store.flush()
+        self._publish_bridge_state(now)
+        return SyncReport(outcome=Outcome.AUTH_REFUSED, error=str(err))
+
+
+def _is_discovery(message: Message, settings: Settings) -> bool:
+    prefix = f"{settings.mqtt.discovery_prefix}/"
+    link = settings.jeedom.mqtt2_link_topic
+    return message.topic.startswith(prefix) or (
+        link is not None and message.topic.startswith(f"{link}/discovery/")
+    )
+
+
+def _unique(messages: Iterable[Message]) -> list[Message]:
+    seen: set[str] = set()
+    out: list[Message] = []
+    for message in messages:
+        if message.topic not in seen:
+            seen.add(message.topic)
+            out.append(message)
+    return out
+
+
+def _order(messages: list[Message]) -> list[Message]:
+    """Clearing first, then discovery, then everything else, each group in its own order."""
+    clears = [m for m in messages if not m.payload]
+    rest = [m for m in messages if m.payload]
+    return _unique(clears) + rest
