@@ -42,6 +42,8 @@ def test_contract_topics() -> None:
         topics.value_topic("veolia2mqtt", "i19fa051732", "index") == "veolia2mqtt/i19fa051732/index"
     )
     assert topics.refresh_topic("veolia2mqtt", "m") == "veolia2mqtt/m/refresh"
+    assert topics.refresh_filter("veolia2mqtt") == "veolia2mqtt/+/refresh"
+    assert topics.ha_status_topic("homeassistant") == "homeassistant/status"
     assert (
         topics.device_discovery_topic("homeassistant", "i19fa051732")
         == "homeassistant/device/veolia2mqtt_i19fa051732/config"
