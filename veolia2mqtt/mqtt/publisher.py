@@ -74,6 +74,7 @@ class _Kind(Enum):
     CONNECTED = "connected"
     BIRTH = "birth"
     REFRESH = "refresh"
+    STOP = "stop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ class MqttPublisher:
         self._known: dict[str, str] = {}
         self._first_outcome: MqttConnectionError | None = None
         self._first_outcome_set = False
+        self._raise_first_refusal = True
         self._subacks: set[int] = set()
         self._readback_topics: frozenset[str] = frozenset()
         self._readback: dict[str, bytes] = {}
@@ -227,6 +229,7 @@ class MqttPublisher:
         with self._lock:
             self._first_outcome = None
             self._first_outcome_set = False
+        self._raise_first_refusal = require_connection
         client = self._make_client()
         self._client = client
         self._worker = threading.Thread(target=self._run, name="veolia2mqtt-mqtt", daemon=True)
@@ -260,6 +263,7 @@ class MqttPublisher:
         with self._lock:
             self._first_outcome = None
             self._first_outcome_set = False
+        self._raise_first_refusal = True
         client = self._make_client()
         self._client = client
         try:
@@ -372,6 +376,7 @@ class MqttPublisher:
     def _join_worker(self) -> None:
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
+            self._events.put(_Event(_Kind.STOP))
             worker.join(timeout=self._ack_timeout_s + self._readback_s + _POLL_S)
             if worker.is_alive():
                 _LOGGER.warning("The MQTT worker did not stop in time")
@@ -409,10 +414,13 @@ class MqttPublisher:
         if reason_code.is_failure:
             error = self._refusal_error(reason_code)
             with self._changed:
-                if not self._first_outcome_set:
+                first = not self._first_outcome_set
+                if first:
                     self._first_outcome, self._first_outcome_set = error, True
                     self._changed.notify_all()
-            _LOGGER.error("%s", error)
+            if not (first and self._raise_first_refusal):
+                # start() raises the first refusal itself; later ones happen in the background.
+                _LOGGER.error("%s; retrying", error)
             return
         with self._changed:
             self._generation += 1
@@ -505,7 +513,7 @@ class MqttPublisher:
                     self._replay_after_connect(event.generation)
                 elif event.kind is _Kind.BIRTH:
                     self._resend_after_birth()
-                else:
+                elif event.kind is _Kind.REFRESH:
                     self._request_refresh(event.slug)
             except MqttError as err:
                 _LOGGER.warning("MQTT %s handling failed: %s", event.kind.value, err)
