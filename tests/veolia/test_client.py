@@ -568,6 +568,7 @@ def test_cognito_throttling_gives_up_after_three_retries(
 TRANSIENT = [
     ("http_500", {}),
     ("http_502", {}),
+    ("http_502", {"body": "empty"}),
     ("maintenance_html", {"status": 200}),
     ("maintenance_html", {"status": 503}),
     ("malformed_json", {}),
@@ -602,6 +603,48 @@ def test_transient_failures_give_up_after_three_retries(
     assert "espace-client" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("fault", "options"), [*TRANSIENT, ("rate_limited", {"retry_after": None})]
+)
+def test_transient_cognito_failures_are_retried(
+    sim: Simulator, sleep: RecordingSleep, fault: str, options: dict[str, object]
+) -> None:
+    sim.fail("cognito", fault=fault, **options)
+    with make_client(sim, sleep) as client:
+        client.login()
+    assert sleep.calls == [1.0]
+    assert client.login_count == 1
+    assert counts(sim) == {"cognito:USER_PASSWORD_AUTH": 2}
+
+
+@pytest.mark.parametrize("status", [500, 503, 504])
+def test_plain_server_errors_are_transient(
+    sim: Simulator, sleep: RecordingSleep, status: int
+) -> None:
+    with make_client(sim, sleep) as client:
+        client.login()
+        sim.fail("facturation", status=status)
+        results = client.fetch_all(today=MID_MONTH)
+    assert all(isinstance(r, MeterData) for r in results)
+    assert sleep.calls == [1.0]
+
+
+@pytest.mark.parametrize("status", [400, 404, 405, 410])
+def test_plain_client_errors_fail_that_contract_without_retry(
+    sim: Simulator, sleep: RecordingSleep, status: int
+) -> None:
+    first = sim.scenario.contracts[0]
+    with make_client(sim, sleep) as client:
+        client.login()
+        sim.fail("mensuelles", status=status, contract=first.id_abonnement)
+        failed, ok = client.fetch_all(today=MID_MONTH)
+    assert isinstance(failed, FailedMeter)
+    assert isinstance(failed.error, VeoliaResponseError)
+    assert failed.error.status_code == status
+    assert isinstance(ok, MeterData)
+    assert sleep.calls == []
+
+
 def test_a_slow_answer_times_out_and_is_retried(
     start_sim: Callable[[Scenario], Simulator], sleep: RecordingSleep
 ) -> None:
@@ -620,6 +663,15 @@ def test_rate_limit_honours_retry_after(sim: Simulator, sleep: RecordingSleep) -
         sim.fail("journalieres", fault="rate_limited", retry_after=7)
         client.fetch_all(today=MID_MONTH)
     assert sleep.calls == [7.0]
+
+
+def test_rate_limit_honours_an_http_date(sim: Simulator, sleep: RecordingSleep) -> None:
+    when = format_datetime(sim.now().astimezone(UTC) + timedelta(seconds=12), usegmt=True)
+    with make_client(sim, sleep) as client:
+        client.login()
+        sim.fail("journalieres", fault="rate_limited", retry_after=when)
+        client.fetch_all(today=MID_MONTH)
+    assert sleep.calls == [12.0]
 
 
 def test_rate_limit_without_retry_after_backs_off(sim: Simulator, sleep: RecordingSleep) -> None:
@@ -938,6 +990,41 @@ def test_duplicated_last_day_last_wins(sim: Simulator) -> None:
     assert len(latest) == 1
     assert latest[0].consumption_l == expected["litre"] + 10
     assert latest[0].index_l == expected["index"]
+
+
+def test_duplicated_last_month_last_wins(sim: Simulator) -> None:
+    contract = sim.scenario.contracts[0]
+    sim.fail("mensuelles", fault="duplicate_day", contract=contract.id_abonnement)
+    with make_client(sim) as client:
+        results = client.fetch_all(today=MID_MONTH)
+    data = next(r for r in results if r.meter.number == contract.numero_compteur)
+    assert isinstance(data, MeterData)
+    june = [row for row in data.monthly if (row.year, row.month) == (2026, 6)]
+    assert len(june) == 1
+    expected_m3 = sim.expected_billed_m3(contract.numero_compteur)
+    assert isinstance(expected_m3, float)
+    assert june[0].m3 == round(expected_m3 + 0.010, 3)
+
+
+def test_an_empty_year_leaves_the_billed_volume_unknown(sim: Simulator) -> None:
+    sim.fail("mensuelles", fault="empty", times=None)
+    with make_client(sim) as client:
+        results = client.fetch_all(today=MID_MONTH)
+    for result in results:
+        assert isinstance(result, MeterData)
+        assert result.monthly == ()
+        assert values_of(result, MID_MONTH).billed_volume_m3 is None
+        assert values_of(result, MID_MONTH).reading_date is not None
+
+
+def test_the_requests_adapter_front_end_gets_a_timeout_every_time(sim: Simulator) -> None:
+    session = requests.Session()
+    session.mount("http://", sim.adapter())
+    with session, make_client(sim, session=session) as client:
+        results = client.fetch_all(today=MID_MONTH)
+    assert all(isinstance(r, MeterData) for r in results)
+    assert sim.missing_timeouts == 0
+    assert total(sim) == 8
 
 
 def test_decreasing_index_is_parsed_as_is_and_not_published(sim: Simulator) -> None:
