@@ -15,6 +15,7 @@ import requests
 from pydantic import SecretStr
 
 from tests.helpers.broker import free_port
+from veolia2mqtt.errors import StateError
 from veolia2mqtt.meter import DailyReading, MeterValues, update_values
 from veolia2mqtt.veolia import client as client_module
 from veolia2mqtt.veolia.client import VeoliaClient
@@ -397,6 +398,55 @@ def test_foreign_or_expired_cached_token_is_ignored(
     with make_client(sim, store=store) as second:
         second.contracts()
     assert second.login_count == 1
+
+
+class BrokenStore:
+    """A store whose disk is gone: the sync goes on without reuse."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def load_token(self) -> CachedToken | None:
+        self.attempts += 1
+        msg = "state_dir unreadable"
+        raise StateError(msg)
+
+    def save_token(self, token: CachedToken | None) -> None:
+        self.attempts += 1
+        msg = "state_dir unwritable"
+        raise StateError(msg)
+
+
+def test_a_broken_store_does_not_stop_the_sync(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = BrokenStore()
+    endpoints = resolve_portal(
+        "eau.veolia.fr", client_id=CLIENT_ID, auth_url=sim.auth_url, api_url=sim.api_url
+    )
+    with VeoliaClient(
+        endpoints,
+        email=EMAIL,
+        password=SecretStr(PASSWORD),
+        token_store=store,
+        clock=lambda: sim_epoch(sim),
+    ) as client:
+        results = client.fetch_all(today=MID_MONTH)
+    assert all(isinstance(r, MeterData) for r in results)
+    assert store.attempts == 2
+    assert "unreadable" in caplog.text
+    assert "unwritable" in caplog.text
+
+
+def test_cognito_400_without_an_error_type_is_a_response_error(
+    sim: Simulator, sleep: RecordingSleep
+) -> None:
+    sim.fail("cognito", status=400)
+    with make_client(sim, sleep) as client, pytest.raises(VeoliaResponseError) as caught:
+        client.login()
+    assert caught.value.status_code == 400
+    assert "Bad Request" in str(caught.value)
+    assert sleep.calls == []
 
 
 def test_token_expiry_mid_life_logs_in_again(sim: Simulator) -> None:

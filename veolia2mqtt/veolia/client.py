@@ -298,7 +298,7 @@ class VeoliaClient:
             raw = None
         error_type = cognito_error_type(raw, response.headers.get("x-amzn-ErrorType"))
         detail = self._scrub(cognito_error_message(raw) or "")
-        said = f"{error_type}: {detail}" if detail else str(error_type)
+        said = ": ".join(part for part in (error_type, detail) if part) or "no error type"
         if error_type in _THROTTLED:
             msg = f"{route}: Cognito is throttling logins ({said})"
             raise VeoliaRateLimitedError(msg, retry_after_s=None)
