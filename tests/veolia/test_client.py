@@ -957,6 +957,28 @@ def test_a_long_lag_fetches_the_previous_month(
     assert_matches_simulator(sim, result, today)
 
 
+@pytest.mark.parametrize(
+    ("today", "lag_days", "months"),
+    [
+        (date(2026, 6, 3), 1, 2),  # day <= 3: always
+        (date(2026, 6, 4), 2, 1),  # latest row 06-02 is not older than today - 3
+        (date(2026, 6, 4), 3, 1),  # latest row 06-01 == today - 3: not older
+        (date(2026, 6, 4), 4, 2),  # current month still empty
+        (date(2026, 6, 15), 3, 1),  # latest row 06-12 == today - 3: not older
+        (date(2026, 6, 15), 4, 2),  # latest row 06-11 < today - 3
+    ],
+)
+def test_previous_month_boundaries(
+    start_sim: Callable[[Scenario], Simulator], today: date, lag_days: int, months: int
+) -> None:
+    sim = start_sim(scenario(today, contracts=(spec(0, lag_days=lag_days),)))
+    with make_client(sim) as client:
+        (result,) = client.fetch_all(today=today)
+    assert isinstance(result, MeterData)
+    assert sim.stats()["journalieres"] == months
+    assert_matches_simulator(sim, result, today)
+
+
 def test_a_meter_without_telemetry_has_no_daily_rows(
     start_sim: Callable[[Scenario], Simulator],
 ) -> None:
