@@ -344,7 +344,7 @@ class VeoliaClient:
         self, route: str, path: str, params: Mapping[str, str | int] | None
     ) -> object:
         token = self._token
-        if token is None:  # a retry after a drop: never send a request without a token
+        if token is None:  # login() just ran; a request never leaves without a token
             raise _TokenRefusedError(401)
         headers = {
             "Authorization": f"Bearer {token.access_token}",
