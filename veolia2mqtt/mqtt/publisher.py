@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from veolia2mqtt.config import MqttSettings
 
 _LOGGER = logging.getLogger(__name__)
+_PAHO_LOGGER = logging.getLogger(f"{__name__}.paho")
 
 ONLINE: Final = "online"
 OFFLINE: Final = "offline"
@@ -68,6 +69,25 @@ _RC_CLIENT_ID: Final = 133
 _RC_BAD_CREDENTIALS: Final = 134
 _RC_NOT_AUTHORIZED: Final = 135
 _RC_SERVER_UNAVAILABLE: Final = 136
+
+
+_CLOSED_DURING_HANDSHAKE: Final = (
+    ConnectionResetError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho drops the socket without closing it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 class _Kind(Enum):
@@ -326,25 +346,15 @@ class MqttPublisher:
             client_id=settings.client_id,
             protocol=_PROTOCOLS[settings.protocol],
         )
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.on_log = self._on_log
         client.connect_timeout = self._connect_timeout_s
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_DELAY_S, max_delay=RECONNECT_MAX_DELAY_S)
         if settings.username is not None:
             password = settings.password.get_secret_value() if settings.password else None
             client.username_pw_set(settings.username, password)
-        tls = settings.tls
-        if tls.enabled:
-            try:
-                client.tls_set(
-                    ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                    certfile=str(tls.certfile) if tls.certfile else None,
-                    keyfile=str(tls.keyfile) if tls.keyfile else None,
-                    cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED,
-                )
-            except (OSError, ValueError) as err:
-                msg = f"cannot load the TLS certificates (mqtt.tls): {err}"
-                raise MqttConnectionError(msg) from err
-            if tls.insecure:
+        if settings.tls.enabled:
+            client.tls_set_context(self._tls_context())
+            if settings.tls.insecure:
                 client.tls_insecure_set(value=True)
         if self._will:
             client.will_set(self._status_topic, OFFLINE, qos=1, retain=True)
@@ -354,6 +364,23 @@ class MqttPublisher:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """What ``tls_set(ca_certs, certfile, keyfile)`` builds, with sockets closed on failure."""
+        tls = self._settings.tls
+        try:
+            # Verifies the chain and the host name; the system CAs when no ca_file is given.
+            context = ssl.create_default_context(cafile=tls.ca_file)
+            if tls.certfile is not None:
+                context.load_cert_chain(tls.certfile, tls.keyfile)
+        except (OSError, ValueError) as err:
+            msg = f"cannot load the TLS certificates (mqtt.tls): {err}"
+            raise MqttConnectionError(msg) from err
+        if tls.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        context.sslsocket_class = _ClosingSSLSocket
+        return context
 
     def _await_connack(self) -> None:
         deadline = time.monotonic() + self._connect_timeout_s
@@ -434,6 +461,11 @@ class MqttPublisher:
         self._connected.set()
         self._events.put(_Event(_Kind.CONNECTED, generation=generation))
 
+    def _on_log(self, _client: mqtt.Client, _userdata: object, _level: int, text: str) -> None:
+        # paho reports socket errors at ERROR level on every retry; the callbacks above
+        # already log what matters once, so paho's own lines are debugging detail.
+        _PAHO_LOGGER.debug("%s", text)
+
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
         if not self._stopping.is_set():
             _LOGGER.warning("Cannot reach the MQTT broker at %s; retrying", self._where)
@@ -452,11 +484,7 @@ class MqttPublisher:
         with self._changed:
             if not self._first_outcome_set:
                 self._first_outcome_set = True
-                self._first_outcome = MqttConnectionError(
-                    f"the broker at {self._where} closed the connection before accepting it "
-                    f"({reason_code}); is mqtt.tls.enabled right for this port, or was a "
-                    "TLS client certificate refused?"
-                )
+                self._first_outcome = self._closed_early_error()
             self._changed.notify_all()
         if was_connected and not self._stopping.is_set():
             _LOGGER.warning(
@@ -724,6 +752,14 @@ class MqttPublisher:
             text = f"the broker at {where} refused the connection: {reason_code}"
         return MqttConnectionError(text)
 
+    def _closed_early_error(self) -> MqttConnectionError:
+        text = f"the broker at {self._where} closed the connection before accepting it; "
+        if self._settings.tls.enabled:
+            text += "does it require a TLS client certificate (mqtt.tls.certfile, keyfile)?"
+        else:
+            text += "is it a TLS port (mqtt.tls.enabled) or not an MQTT broker?"
+        return MqttConnectionError(text)
+
     def _socket_error(self, err: BaseException) -> MqttConnectionError:
         where = self._where
         if isinstance(err, ssl.SSLCertVerificationError):
@@ -731,6 +767,9 @@ class MqttPublisher:
             text = f"TLS certificate verification failed for the broker at {where}: {detail}; "
             text += "set mqtt.tls.ca_file to the CA that signed the broker's certificate "
             text += "(or, at your own risk, mqtt.tls.insecure)"
+        elif self._settings.tls.enabled and isinstance(err, _CLOSED_DURING_HANDSHAKE):
+            text = f"the broker at {where} closed the connection during the TLS handshake; "
+            text += "is this port a TLS listener (mqtt.tls.enabled)?"
         elif isinstance(err, ssl.SSLError):
             text = f"TLS handshake with the broker at {where} failed ({err.reason or err}); "
             text += "is this port a TLS listener?"
