@@ -271,7 +271,11 @@ def _daemon(app: _App, wakeup: Wakeup, config_changed: Callable[[], bool]) -> Da
         except Veolia2MqttError as err:
             _LOGGER.warning("Ghost clean-up postponed: %s", err)
         zone = settings.sync.zone
-        planner = Planner(slot=slot_time(settings.sync.time, utc_now(), zone), zone=zone)
+        planner = Planner(
+            slot=slot_time(settings.sync.time, utc_now(), zone),
+            zone=zone,
+            pinned=settings.sync.time is not None,
+        )
         block = app.store.auth_block()
         blocked_since = (
             block.since if block is not None and block.fingerprint == app.fingerprint else None

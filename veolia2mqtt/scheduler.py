@@ -65,6 +65,9 @@ def slot_on(day: date, slot: time, zone: ZoneInfo) -> datetime:
 
 def latest_slot(now: datetime, slot: time, zone: ZoneInfo) -> datetime:
     """The latest slot at or before ``now``."""
+    # Compared in UTC: aware datetimes that share a tzinfo compare by wall time, which is
+    # wrong inside the autumn fold.
+    now = now.astimezone(UTC)
     today = now.astimezone(zone).date()
     candidate = slot_on(today, slot, zone)
     if candidate > now:
@@ -74,6 +77,7 @@ def latest_slot(now: datetime, slot: time, zone: ZoneInfo) -> datetime:
 
 def next_slot(now: datetime, slot: time, zone: ZoneInfo) -> datetime:
     """The first slot strictly after ``now``."""
+    now = now.astimezone(UTC)
     today = now.astimezone(zone).date()
     candidate = slot_on(today, slot, zone)
     if candidate <= now:
@@ -90,11 +94,20 @@ class Decision:
 
 
 class Planner:
-    """Every scheduling decision of the daemon; pure apart from its own small state."""
+    """Every scheduling decision of the daemon; pure apart from its own small state.
 
-    def __init__(self, *, slot: time, zone: ZoneInfo) -> None:
+    Args:
+        slot: the daily slot, local time.
+        zone: the time zone of ``slot``.
+        pinned: ``False`` when the slot is the start time rounded down (``sync.time`` null):
+            the slot then moves with every restart, so at start-up only a sync already done
+            today counts, not one since "today's slot", which was only set a moment ago.
+    """
+
+    def __init__(self, *, slot: time, zone: ZoneInfo, pinned: bool = True) -> None:
         self.slot = slot
         self.zone = zone
+        self.pinned = pinned
         self._failures = 0
         self._last_refresh: datetime | None = None
         self.next: Decision | None = None
@@ -107,7 +120,11 @@ class Planner:
         self, now: datetime, *, last_success: datetime | None, blocked_since: datetime | None
     ) -> Decision:
         """At start-up: sync now only if the last success is older than the latest slot."""
+        now = now.astimezone(UTC)
         latest = latest_slot(now, self.slot, self.zone)
+        if not self.pinned:
+            midnight = datetime.combine(now.astimezone(self.zone).date(), time(0), self.zone)
+            latest = midnight.astimezone(UTC)
         if blocked_since is not None and blocked_since >= latest:
             return self._set(
                 next_slot(now, self.slot, self.zone),
@@ -119,6 +136,7 @@ class Planner:
 
     def after(self, outcome: Outcome, now: datetime) -> Decision:
         """The next due time after a sync attempt that ended with ``outcome`` at ``now``."""
+        now = now.astimezone(UTC)
         upcoming = next_slot(now, self.slot, self.zone)
         if outcome is Outcome.AUTH_REFUSED:
             self._failures = 0
@@ -132,6 +150,8 @@ class Planner:
             self._failures += 1
             retry = now + delay
             if retry >= upcoming:
+                # Each slot starts a fresh back-off: its first retry is again 5 minutes away.
+                self._failures = 0
                 return self._set(upcoming, "transient failure: next slot")
             return self._set(retry, f"transient failure: retry in {delay}")
         self._failures = 0
@@ -145,6 +165,7 @@ class Planner:
 
     def refresh_allowed(self, now: datetime) -> bool:
         """Whether a refresh request may sync now (at most one every 15 minutes)."""
+        now = now.astimezone(UTC)
         if self._last_refresh is not None and now - self._last_refresh < REFRESH_MIN_INTERVAL:
             return False
         self._last_refresh = now
@@ -234,9 +255,12 @@ class Daemon:
         self.exit = DaemonExit.STOPPED
         self.runs = 0
 
+    def _now(self) -> datetime:
+        return self.clock().astimezone(UTC)
+
     def start(self, *, last_success: datetime | None, blocked_since: datetime | None) -> Decision:
         """Decide the first run: now if the last success is older than the latest slot."""
-        now = self.clock()
+        now = self._now()
         decision = self.planner.initial(now, last_success=last_success, blocked_since=blocked_since)
         self.blocked = blocked_since is not None and decision.due > now
         _LOGGER.info(
@@ -247,9 +271,15 @@ class Daemon:
     def _run(self, reason: str) -> None:
         _LOGGER.info("Sync starting (%s)", reason)
         self.runs += 1
-        outcome = self.sync()
+        try:
+            outcome = self.sync()
+        except Exception:
+            # A runner is not supposed to raise; if it does, the due time must still move on,
+            # or the loop would call it again at once, forever.
+            _LOGGER.exception("Sync failed unexpectedly")
+            outcome = Outcome.TRANSIENT
         self.blocked = outcome is Outcome.AUTH_REFUSED
-        nxt = self.planner.after(outcome, self.clock())
+        nxt = self.planner.after(outcome, self._now())
         _LOGGER.info("Next sync %s (%s)", nxt.due.isoformat(timespec="minutes"), nxt.reason)
 
     def housekeeping(self) -> None:
@@ -263,7 +293,7 @@ class Daemon:
 
     def tick(self) -> None:
         """Serve queued refresh requests, then run the sync if it is due."""
-        now = self.clock()
+        now = self._now()
         refreshes = self.wakeup.take_refreshes()
         if refreshes:
             meters = ", ".join(sorted(set(refreshes)))
@@ -294,7 +324,7 @@ class Daemon:
             # `idle or 60` would be wrong: an idle time of 0.0 is falsy.
             wait_s = MAX_IDLE_S if idle is None else min(max(idle, 0.0), MAX_IDLE_S)
             if self.planner.next is not None:
-                due_in = (self.planner.next.due - self.clock()).total_seconds()
+                due_in = (self.planner.next.due - self._now()).total_seconds()
                 wait_s = min(wait_s, max(due_in, 0.0))
             self.wakeup.wait(wait_s)
             runner.run_pending()
