@@ -7,6 +7,7 @@ import os
 import pwd
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -426,3 +427,16 @@ def test_password_broker(password_broker, publishers, protocol):
         publishers(wrong).start()
     assert "nope!" not in str(err.value)
     assert "s3cret!" not in str(err.value)
+
+
+def test_unacknowledged_publish_raises_after_the_timeout(broker):
+    assert broker._proc is not None
+    with MqttPublisher(settings_for(broker), ack_timeout_s=0.5, readback_s=0.3) as publisher:
+        broker._proc.send_signal(signal.SIGSTOP)  # the broker stops answering, TCP stays up
+        try:
+            with pytest.raises(MqttPublishError, match="did not acknowledge") as err:
+                publisher.publish([STATE])
+        finally:
+            broker._proc.send_signal(signal.SIGCONT)
+        assert STATE.topic in str(err.value)
+        assert publisher.publish([STATE]) == 1  # resent: the failed one never counted as held

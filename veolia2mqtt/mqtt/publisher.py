@@ -10,7 +10,8 @@ Lifecycle (``home-assistant.md`` §7-§8, ``jeedom.md`` §3):
 * A non-retained ``online`` on the birth topic re-sends the ``always`` messages after a random
   delay; births arriving during that delay are merged into one re-send.
 * ``publish()`` sends QoS 1 messages in order and waits for every acknowledgement. A retained
-  message whose topic already carries the same payload on this connection is skipped.
+  message whose topic already carries the same payload on this connection is skipped; the
+  per-value topics that the read-back found intact count as carried.
 
 Paho callbacks run on paho's network thread, so they only set events and queue requests; the
 work happens on the publisher's own worker thread.
@@ -676,8 +677,10 @@ class MqttPublisher:
             generation = self._generation
             known = dict(self._known)
         pending: list[tuple[Message, MQTTMessageInfo]] = []
+        skipped: list[Message] = []
         for message in messages:
             if not force and message.retain and known.get(message.topic) == message.payload:
+                skipped.append(message)
                 continue
             try:
                 info = client.publish(
@@ -700,6 +703,11 @@ class MqttPublisher:
                 self._sent_count += 1
                 if message.retain and generation == self._generation:
                     self._known[message.topic] = message.payload
+        with self._lock:
+            reconnected = generation != self._generation
+        if skipped and reconnected:
+            # Skipped against the previous connection's cache; the new one may lack them.
+            sent += self._send(skipped, force=True)
         return sent
 
     def _await_ack(self, message: Message, info: MQTTMessageInfo) -> None:
