@@ -1,0 +1,206 @@
+"""2. Cognito logins over a simulated week with three restarts a day.
+
+One simulator, one ``state_dir``, a simulated clock (``Simulator.set_now`` plus the clock
+injected into the sync, the client and the state store). Tokens live 3600 s. Each restart builds
+fresh objects (store, client, service) and runs the daemon's own start-up logic:
+``scheduler.Daemon`` with ``Planner.initial`` (sync only when the last successful sync is older
+than the latest daily slot), then ticks the daemon at each due time until the next restart.
+
+Two configurations: ``sync.time: "06:00"`` and the default ``sync.time: null`` (the slot is the
+start time rounded down to 5 minutes, so it moves with every restart).
+
+The peer keeps nothing across restarts: each start is a new ``VeoliaAPI`` object that logs in
+and fetches. It is given the same daily refresh at 06:00 while it runs; its token expiry is aged
+with the simulated clock (it reads the real clock).
+
+A separate case gives the target figure: a restart 10 minutes after a successful sync, with a
+sync due at start (``sync.time: null``), must reuse the cached token: 0 logins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from benchmarks import _peer
+from benchmarks._common import TODAY, Section, logins, settings_for, total_requests, wire
+from veolia2mqtt.config import Settings
+from veolia2mqtt.scheduler import Daemon, Planner, slot_time
+from veolia2mqtt.veolia.simulator import Scenario, Simulator
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+GROUP = "2. Logins across a simulated week (3 restarts a day)"
+RESTARTS = (time(7, 0), time(13, 0), time(21, 0))
+SLOT = "06:00"
+
+
+@dataclass
+class Clock:
+    """The simulated time, shared by the simulator and every injected clock."""
+
+    sim: Simulator
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def move(self, to: datetime) -> None:
+        self.now = max(self.now, to)
+        self.sim.set_now(self.now)
+
+
+def _restart_times(days: int, zone: ZoneInfo) -> list[datetime]:
+    first = TODAY - timedelta(days=days)
+    return [
+        datetime.combine(first + timedelta(days=d), at, tzinfo=zone)
+        for d in range(days)
+        for at in RESTARTS
+    ]
+
+
+def _week_ours(sim: Simulator, state_dir: Path, sync_time: str | None, days: int) -> dict[str, int]:
+    zone = ZoneInfo(sim.scenario.timezone)
+    starts = _restart_times(days, zone)
+    end = starts[-1].replace(hour=0) + timedelta(days=1)
+    clock = Clock(sim, starts[0])
+    sim.set_now(clock.now)
+    sim.reset()
+    syncs = 0
+    for i, start in enumerate(starts):
+        clock.move(start)
+        stop_at = starts[i + 1] if i + 1 < len(starts) else end
+        settings = Settings(**settings_for(sim, state_dir, sync_time=sync_time))
+        wired = wire(sim, state_dir, clock=clock, settings=settings)
+        planner = Planner(slot=slot_time(sync_time, clock.now, zone), zone=zone)
+        daemon = Daemon(wired.service, planner, clock=clock)
+        daemon.start(last_success=wired.store.last_sync(), blocked_since=None)
+        while planner.next is not None and planner.next.due < stop_at:
+            clock.move(planner.next.due)
+            before = daemon.runs
+            daemon.tick()
+            if daemon.runs == before:  # pragma: no cover - a due time that never fires
+                break
+        syncs += daemon.runs
+        wired.client.close()
+    stats = sim.stats()
+    return {"logins": logins(stats), "requests": total_requests(stats), "syncs": syncs}
+
+
+def _week_peer(sim: Simulator, days: int) -> dict[str, int]:
+    zone = ZoneInfo(sim.scenario.timezone)
+    starts = _restart_times(days, zone)
+    end = starts[-1].replace(hour=0) + timedelta(days=1)
+    clock = Clock(sim, starts[0])
+    sim.set_now(clock.now)
+    sim.reset()
+    refresh_at = time.fromisoformat(SLOT)
+    syncs = 0
+    with _peer.pointed_at(sim):
+        for i, start in enumerate(starts):
+            clock.move(start)
+            stop_at = starts[i + 1] if i + 1 < len(starts) else end
+            with _peer.PeerSession(sim) as peer:
+                today = clock.now.astimezone(zone).date()
+                peer.login_and_fetch(today.replace(day=1), today)
+                syncs += 1
+                logged_in_at, aged = clock.now, 0.0
+                day = start.date()
+                while True:
+                    due = datetime.combine(day, refresh_at, tzinfo=zone)
+                    if due >= stop_at:
+                        break
+                    if due > clock.now:
+                        clock.move(due)
+                        elapsed = (clock.now - logged_in_at).total_seconds()
+                        peer.age_token(elapsed - aged)
+                        aged = elapsed
+                        before = logins(sim.stats())
+                        today = clock.now.astimezone(zone).date()
+                        peer.fetch(today.replace(day=1), today)
+                        syncs += 1
+                        if logins(sim.stats()) > before:
+                            logged_in_at, aged = clock.now, 0.0
+                    day += timedelta(days=1)
+    stats = sim.stats()
+    return {"logins": logins(stats), "requests": total_requests(stats), "syncs": syncs}
+
+
+def _restart_with_valid_token(sim: Simulator, state_dir: Path) -> dict[str, int]:
+    """A sync, then a restart 10 minutes later whose start-up syncs again (``sync.time: null``)."""
+    zone = ZoneInfo(sim.scenario.timezone)
+    clock = Clock(sim, datetime.combine(TODAY, time(9, 0), tzinfo=zone))
+    sim.set_now(clock.now)
+    first = wire(sim, state_dir, clock=clock)
+    first.service.run_once()
+    first.client.close()
+    clock.move(clock.now + timedelta(minutes=10))
+    sim.reset()
+    wired = wire(sim, state_dir, clock=clock)
+    planner = Planner(slot=slot_time(None, clock.now, zone), zone=zone)
+    daemon = Daemon(wired.service, planner, clock=clock)
+    daemon.start(last_success=wired.store.last_sync(), blocked_since=None)
+    daemon.tick()
+    wired.client.close()
+    stats = sim.stats()
+    return {"logins": logins(stats), "requests": total_requests(stats), "syncs": daemon.runs}
+
+
+def run(workdir: Path, *, smoke: bool) -> Section:
+    section = Section("logins")
+    days = 2 if smoke else 7
+    scenario = Scenario.many(1, today=TODAY)
+    with Simulator(scenario) as sim:
+        restart = _restart_with_valid_token(sim, workdir / "logins-restart")
+        slot = _week_ours(sim, workdir / "logins-slot", SLOT, days)
+        default = _week_ours(sim, workdir / "logins-default", None, days)
+        peer = _week_peer(sim, days) if _peer.available() else None
+    section.add(
+        "logins.restart_valid_token",
+        GROUP,
+        "restart 10 min after a sync, sync due at start",
+        restart["logins"],
+        "logins",
+        target="0",
+        passed=restart["logins"] == 0,
+        note=f"{restart['syncs']} sync, {restart['requests']} requests (token reused)",
+    )
+    starts = days * len(RESTARTS)
+    section.add(
+        "logins.week.slot",
+        GROUP,
+        f"ours, {days} days, sync.time {SLOT}",
+        slot["logins"],
+        "logins",
+        note=f"{starts} starts, {slot['syncs']} syncs, {slot['requests']} requests",
+    )
+    section.add(
+        "logins.week.default",
+        GROUP,
+        f"ours, {days} days, sync.time null (default)",
+        default["logins"],
+        "logins",
+        note=f"{starts} starts, {default['syncs']} syncs, {default['requests']} requests",
+    )
+    if peer is not None:
+        section.add(
+            "logins.week.peer",
+            GROUP,
+            f"peer, {days} days, login at each start + {SLOT} refresh",
+            peer["logins"],
+            "logins",
+            note=f"{starts} starts, {peer['syncs']} fetches, {peer['requests']} requests",
+        )
+    section.details = {
+        "days": days,
+        "restarts_local": [t.isoformat("minutes") for t in RESTARTS],
+        "token_lifetime_s": scenario.token_lifetime_s,
+        "restart_valid_token": restart,
+        "ours_slot": slot,
+        "ours_default": default,
+        "peer": peer,
+    }
+    return section
