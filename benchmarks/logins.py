@@ -7,14 +7,16 @@ fresh objects (store, client, service) and runs the daemon's own start-up logic:
 than the latest daily slot), then ticks the daemon at each due time until the next restart.
 
 Two configurations: ``sync.time: "06:00"`` and the default ``sync.time: null`` (the slot is the
-start time rounded down to 5 minutes, so it moves with every restart).
+start time rounded down to 5 minutes; ``Planner(pinned=False)`` then counts any sync done
+today at start-up, as ``cli`` wires it).
 
 The peer keeps nothing across restarts: each start is a new ``VeoliaAPI`` object that logs in
 and fetches. It is given the same daily refresh at 06:00 while it runs; its token expiry is aged
 with the simulated clock (it reads the real clock).
 
-A separate case gives the target figure: a restart 10 minutes after a successful sync, with a
-sync due at start (``sync.time: null``), must reuse the cached token: 0 logins.
+A separate case gives the target figure: a sync at 09:00, then a restart at 09:10 with
+``sync.time: "09:05"``, so that the start-up must sync again; it must reuse the cached token
+(issued at 09:00, valid until 10:00): 0 logins.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 GROUP = "2. Logins across a simulated week (3 restarts a day)"
 RESTARTS = (time(7, 0), time(13, 0), time(21, 0))
 SLOT = "06:00"
+RESTART_SLOT = "09:05"
 
 
 @dataclass
@@ -69,25 +72,35 @@ def _week_ours(sim: Simulator, state_dir: Path, sync_time: str | None, days: int
     clock = Clock(sim, starts[0])
     sim.set_now(clock.now)
     sim.reset()
-    syncs = 0
+    syncs = start_logins = 0
     for i, start in enumerate(starts):
         clock.move(start)
         stop_at = starts[i + 1] if i + 1 < len(starts) else end
         settings = Settings(**settings_for(sim, state_dir, sync_time=sync_time))
         wired = wire(sim, state_dir, clock=clock, settings=settings)
-        planner = Planner(slot=slot_time(sync_time, clock.now, zone), zone=zone)
+        # As cli._daemon builds it.
+        planner = Planner(
+            slot=slot_time(sync_time, clock.now, zone), zone=zone, pinned=sync_time is not None
+        )
         daemon = Daemon(wired.service, planner, clock=clock)
         daemon.start(last_success=wired.store.last_sync(), blocked_since=None)
         while planner.next is not None and planner.next.due < stop_at:
             clock.move(planner.next.due)
-            before = daemon.runs
+            before, logins_before = daemon.runs, logins(sim.stats())
             daemon.tick()
-            if daemon.runs == before:  # pragma: no cover - a due time that never fires
+            if daemon.runs == before:  # a due time that never fires: give up on this process
                 break
+            if clock.now == start:
+                start_logins += logins(sim.stats()) - logins_before
         syncs += daemon.runs
         wired.client.close()
     stats = sim.stats()
-    return {"logins": logins(stats), "requests": total_requests(stats), "syncs": syncs}
+    return {
+        "logins": logins(stats),
+        "logins_at_start_up": start_logins,
+        "requests": total_requests(stats),
+        "syncs": syncs,
+    }
 
 
 def _week_peer(sim: Simulator, days: int) -> dict[str, int]:
@@ -98,14 +111,16 @@ def _week_peer(sim: Simulator, days: int) -> dict[str, int]:
     sim.set_now(clock.now)
     sim.reset()
     refresh_at = time.fromisoformat(SLOT)
-    syncs = 0
+    syncs = start_logins = 0
     with _peer.pointed_at(sim):
         for i, start in enumerate(starts):
             clock.move(start)
             stop_at = starts[i + 1] if i + 1 < len(starts) else end
             with _peer.PeerSession(sim) as peer:
                 today = clock.now.astimezone(zone).date()
+                logins_before = logins(sim.stats())
                 peer.login_and_fetch(today.replace(day=1), today)
+                start_logins += logins(sim.stats()) - logins_before
                 syncs += 1
                 logged_in_at, aged = clock.now, 0.0
                 day = start.date()
@@ -126,21 +141,27 @@ def _week_peer(sim: Simulator, days: int) -> dict[str, int]:
                             logged_in_at, aged = clock.now, 0.0
                     day += timedelta(days=1)
     stats = sim.stats()
-    return {"logins": logins(stats), "requests": total_requests(stats), "syncs": syncs}
+    return {
+        "logins": logins(stats),
+        "logins_at_start_up": start_logins,
+        "requests": total_requests(stats),
+        "syncs": syncs,
+    }
 
 
 def _restart_with_valid_token(sim: Simulator, state_dir: Path) -> dict[str, int]:
-    """A sync, then a restart 10 minutes later whose start-up syncs again (``sync.time: null``)."""
+    """A sync at 09:00, then a restart at 09:10 that must sync (``sync.time: "09:05"``)."""
     zone = ZoneInfo(sim.scenario.timezone)
     clock = Clock(sim, datetime.combine(TODAY, time(9, 0), tzinfo=zone))
     sim.set_now(clock.now)
-    first = wire(sim, state_dir, clock=clock)
+    settings = Settings(**settings_for(sim, state_dir, sync_time=RESTART_SLOT))
+    first = wire(sim, state_dir, clock=clock, settings=settings)
     first.service.run_once()
     first.client.close()
     clock.move(clock.now + timedelta(minutes=10))
     sim.reset()
-    wired = wire(sim, state_dir, clock=clock)
-    planner = Planner(slot=slot_time(None, clock.now, zone), zone=zone)
+    wired = wire(sim, state_dir, clock=clock, settings=settings)
+    planner = Planner(slot=slot_time(RESTART_SLOT, clock.now, zone), zone=zone, pinned=True)
     daemon = Daemon(wired.service, planner, clock=clock)
     daemon.start(last_success=wired.store.last_sync(), blocked_since=None)
     daemon.tick()
@@ -175,7 +196,7 @@ def run(workdir: Path, *, smoke: bool) -> Section:
         f"ours, {days} days, sync.time {SLOT}",
         slot["logins"],
         "logins",
-        note=f"{starts} starts, {slot['syncs']} syncs, {slot['requests']} requests",
+        note=_note(starts, slot),
     )
     section.add(
         "logins.week.default",
@@ -183,7 +204,7 @@ def run(workdir: Path, *, smoke: bool) -> Section:
         f"ours, {days} days, sync.time null (default)",
         default["logins"],
         "logins",
-        note=f"{starts} starts, {default['syncs']} syncs, {default['requests']} requests",
+        note=_note(starts, default),
     )
     if peer is not None:
         section.add(
@@ -192,7 +213,7 @@ def run(workdir: Path, *, smoke: bool) -> Section:
             f"peer, {days} days, login at each start + {SLOT} refresh",
             peer["logins"],
             "logins",
-            note=f"{starts} starts, {peer['syncs']} fetches, {peer['requests']} requests",
+            note=_note(starts, peer),
         )
     section.details = {
         "days": days,
@@ -204,3 +225,10 @@ def run(workdir: Path, *, smoke: bool) -> Section:
         "peer": peer,
     }
     return section
+
+
+def _note(starts: int, week: dict[str, int]) -> str:
+    return (
+        f"{starts} starts (logins at start-up: {week['logins_at_start_up']}), "
+        f"{week['syncs']} syncs, {week['requests']} requests"
+    )
