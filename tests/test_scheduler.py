@@ -402,6 +402,33 @@ def test_refresh_syncs_now_at_most_once_every_15_minutes() -> None:
     assert local == ["10:00", "10:15", "10:31"]
 
 
+def test_a_refresh_that_finds_no_new_day_does_not_start_a_catch_up() -> None:
+    # A zone that publishes two days late: the 06:05 sync brought the day's data; a refresh at
+    # 10:00 finds nothing newer, which is no reason to retry every hour until 22:00.
+    day = date(2026, 6, 1)
+    daemon, clock, sync = make_daemon(paris(day, 6, 5), time(6, 5))
+    sync.default = Outcome.NO_NEW_DAY
+    sync.script = [Outcome.NEW_DAY]
+    daemon.start(last_success=None, blocked_since=None)
+    drive(daemon, clock, utc(paris(day, 10, 0)), timedelta(minutes=1))
+    daemon.wakeup.refresh("i19fa051732")
+    drive(daemon, clock, utc(paris(day + timedelta(days=1), 6, 6)), timedelta(minutes=1))
+    local = [r.astimezone(PARIS).strftime("%d %H:%M") for r in sync.runs]
+    assert local == ["01 06:05", "01 10:00", "02 06:05"]
+
+
+def test_a_refresh_during_the_catch_up_keeps_the_catch_up() -> None:
+    day = date(2026, 6, 1)
+    daemon, clock, sync = make_daemon(paris(day, 6, 5), time(6, 5))
+    sync.script = [Outcome.NO_NEW_DAY, Outcome.NO_NEW_DAY, Outcome.NO_NEW_DAY]
+    daemon.start(last_success=None, blocked_since=None)
+    drive(daemon, clock, utc(paris(day, 6, 30)), timedelta(minutes=1))
+    daemon.wakeup.refresh("i19fa051732")
+    drive(daemon, clock, utc(paris(day, 9, 0)), timedelta(minutes=1))
+    local = [r.astimezone(PARIS).strftime("%H:%M") for r in sync.runs]
+    assert local == ["06:05", "06:30", "07:05", "08:05"]
+
+
 def test_a_sync_that_raises_is_retried_later_not_in_a_busy_loop() -> None:
     day = date(2026, 6, 1)
     clock = FakeClock(utc(paris(day, 6, 5)))

@@ -134,10 +134,18 @@ class Planner:
             return self._set(now, "no successful sync since the latest slot")
         return self._set(next_slot(now, self.slot, self.zone), "already synced since the slot")
 
-    def after(self, outcome: Outcome, now: datetime) -> Decision:
-        """The next due time after a sync attempt that ended with ``outcome`` at ``now``."""
+    def after(self, outcome: Outcome, now: datetime, *, refresh: bool = False) -> Decision:
+        """The next due time after a sync attempt that ended with ``outcome`` at ``now``.
+
+        ``refresh``: the attempt was a refresh request. One that finds no newer day keeps the
+        plan: where the zone publishes two days late, the day's data is already in, and an
+        hourly catch-up until 22:00 would only repeat the same answer.
+        """
         now = now.astimezone(UTC)
         upcoming = next_slot(now, self.slot, self.zone)
+        kept = self.next
+        if refresh and outcome is Outcome.NO_NEW_DAY and kept is not None and kept.due > now:
+            return kept
         if outcome is Outcome.AUTH_REFUSED:
             self._failures = 0
             return self._set(upcoming, "credentials refused: waiting for the next slot")
@@ -268,7 +276,7 @@ class Daemon:
         )
         return decision
 
-    def _run(self, reason: str) -> None:
+    def _run(self, reason: str, *, refresh: bool = False) -> None:
         _LOGGER.info("Sync starting (%s)", reason)
         self.runs += 1
         try:
@@ -279,7 +287,7 @@ class Daemon:
             _LOGGER.exception("Sync failed unexpectedly")
             outcome = Outcome.TRANSIENT
         self.blocked = outcome is Outcome.AUTH_REFUSED
-        nxt = self.planner.after(outcome, self._now())
+        nxt = self.planner.after(outcome, self._now(), refresh=refresh)
         _LOGGER.info("Next sync %s (%s)", nxt.due.isoformat(timespec="minutes"), nxt.reason)
 
     def housekeeping(self) -> None:
@@ -303,7 +311,7 @@ class Daemon:
                     meters,
                 )
             elif self.planner.refresh_allowed(now):
-                self._run(f"refresh requested for {meters}")
+                self._run(f"refresh requested for {meters}", refresh=True)
                 return
             else:
                 _LOGGER.info("Refresh for %s ignored: at most one every 15 minutes", meters)
