@@ -28,18 +28,22 @@ from veolia2mqtt.mqtt.messages import (
 )
 from veolia2mqtt.mqtt.topics import meter_slug
 from veolia2mqtt.scheduler import Outcome
-from veolia2mqtt.state import AuthBlock, StateStore, StoredToken
+from veolia2mqtt.state import AuthBlock, StateStore, StoredToken, SyncAttempt
 from veolia2mqtt.veolia.client import CachedToken, FailedMeter, MeterData
-from veolia2mqtt.veolia.errors import VeoliaAuthError, VeoliaChallengeError
+from veolia2mqtt.veolia.errors import VeoliaAuthError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from veolia2mqtt.config import Settings
 
 _LOGGER = logging.getLogger(__name__)
 
 _FINGERPRINT_ROUNDS: Final = 20_000
+_RETRY_ACTION: Final = (
+    "nothing to do if it is temporary: veolia2mqtt retries at 5, 15 and 45 minutes, "
+    "then hourly until the next daily slot"
+)
 
 
 def utc_now() -> datetime:
@@ -163,6 +167,7 @@ class SyncService:
         self._failing_since: datetime | None = None
         self._last_error: BridgeError | None = None
         self._status = "starting"
+        self._cleanup: list[Message] = []
 
     # -- message building -------------------------------------------------------------------
 
@@ -242,21 +247,37 @@ class SyncService:
         )
         return discovery, state
 
-    def _known_meters(self) -> list[tuple[Meter, MeterValues]]:
+    def _known_meters(
+        self, unpublished: Mapping[str, MeterValues]
+    ) -> list[tuple[Meter, MeterValues]]:
+        known = {**self._store.all_values(), **unpublished}
         return [
             (Meter(number), values)
-            for number, values in sorted(self._store.all_values().items())
+            for number, values in sorted(known.items())
             if self._settings.meter_override(number).enabled
         ]
 
-    def _replay(self, last_attempt: datetime | None) -> tuple[list[Message], list[Message]]:
-        """The full retained picture: (discovery then states, per-value topics)."""
+    def _replay(
+        self,
+        last_attempt: datetime | None,
+        unpublished: Mapping[str, MeterValues] | None = None,
+    ) -> tuple[list[Message], list[Message]]:
+        """The full retained picture: (discovery then states, per-value topics).
+
+        ``unpublished`` holds values read at ``last_attempt`` that the broker has not
+        acknowledged yet: the next (re)connect publishes them.
+        """
+        unpublished = unpublished or {}
         bridge_discovery, bridge_state = self._bridge_messages(last_attempt)
         discovery: list[Message] = list(bridge_discovery)
         states: list[Message] = [bridge_state]
         values: list[Message] = []
-        for meter, meter_values in self._known_meters():
-            last_sync = self._store.meter_last_sync(meter.number)
+        for meter, meter_values in self._known_meters(unpublished):
+            last_sync = (
+                last_attempt
+                if meter.number in unpublished
+                else self._store.meter_last_sync(meter.number)
+            )
             plan = self._meter_messages(meter, meter_values, last_sync)
             discovery.extend(plan.discovery)
             states.extend(plan.states)
@@ -273,6 +294,7 @@ class SyncService:
         payloads for topics the current configuration no longer produces) are published once
         the connection is up.
         """
+        self._restore_status()
         always, if_missing = self._replay(None)
         self._publisher.set_replay(always, if_missing)
         current = {m.topic for m in always if _is_discovery(m, self._settings)}
@@ -281,10 +303,37 @@ class SyncService:
             if not self._settings.meter_override(number).enabled:
                 _LOGGER.info("Meter %s is disabled: clearing its retained topics", number)
                 ghosts.extend(self._clear_meter(meter_slug(number)))
-                self._store.forget_meter(number)
         stale = sorted(self._store.published_topics() - current)
         ghosts.extend(Message(topic, "", retain=True) for topic in stale)
-        return _unique(ghosts)
+        # Kept until the broker acknowledged them: when the broker is down at start-up, the
+        # first sync that reaches it sends them (the meters are forgotten only then).
+        self._cleanup = _unique(ghosts)
+        return list(self._cleanup)
+
+    def _restore_status(self) -> None:
+        """Show the last failure again after a restart, the refused login above all."""
+        block = self._store.auth_block()
+        if block is not None and block.fingerprint == self._fingerprint:
+            self._status = "auth_failed"
+            self._failing_since = block.since
+            self._last_error = BridgeError(
+                what="Veolia refused the login",
+                since=block.since.astimezone(self._zone),
+                action=self._auth_action(block.reason),
+            )
+            return
+        attempt = self._store.last_attempt()
+        # A refusal of credentials that have changed since says nothing about the new ones.
+        refused_before = block is not None and attempt is not None and attempt.at == block.since
+        if attempt is not None and not attempt.ok and not refused_before:
+            since = attempt.failing_since or attempt.at
+            self._status = "error"
+            self._failing_since = since
+            self._last_error = BridgeError(
+                what=attempt.error or "the last sync failed",
+                since=since.astimezone(self._zone),
+                action=_RETRY_ACTION,
+            )
 
     def clear_everything(self) -> list[Message]:
         """Empty retained payloads for every topic veolia2mqtt published (``clear-discovery``)."""
@@ -303,13 +352,24 @@ class SyncService:
         return cleared
 
     def publish_cleanup(self, messages: Sequence[Message]) -> int:
-        """Publish the ghost clean-up returned by :meth:`prime` and forget those topics."""
+        """Publish the ghost clean-up returned by :meth:`prime` and forget those topics.
+
+        Raises:
+            MqttPublishError: the broker did not take them; the next sync sends them again.
+        """
         if not messages:
             return 0
         sent = self._publisher.publish(messages)
+        self._cleanup = []
         self._store.remove_published_topics(m.topic for m in messages)
+        self._forget_disabled()
         self._store.flush()
         return sent
+
+    def _forget_disabled(self) -> None:
+        for number in list(self._store.all_values()):
+            if not self._settings.meter_override(number).enabled:
+                self._store.forget_meter(number)
 
     # -- the sync ---------------------------------------------------------------------------
 
@@ -341,6 +401,7 @@ class SyncService:
         for number in gone:
             _LOGGER.info("Meter %s is no longer on the account: clearing its topics", number)
             batch.messages.extend(self._clear_meter(meter_slug(number)))
+        batch.messages.extend(self._cleanup)
 
         ok = not failed
         if ok:
@@ -352,8 +413,9 @@ class SyncService:
         try:
             sent = self._publisher.publish(_order(messages))
         except MqttError as err:
-            return self._failed(now, "publishing to the broker", err)
+            return self._failed(now, "publishing to the broker", err, unpublished=batch.updates)
 
+        self._cleanup = []
         self._remember(batch.updates, gone, messages, now, all_ok=ok)
         self._publisher.set_replay(*self._replay(now))
         _LOGGER.info(
@@ -440,9 +502,7 @@ class SyncService:
             store.set_meter_last_sync(number, now)
         for number in gone:
             store.forget_meter(number)
-        for number, _values in list(store.all_values().items()):
-            if not self._settings.meter_override(number).enabled:
-                store.forget_meter(number)
+        self._forget_disabled()
         published = {m.topic for m in messages if m.payload and _is_discovery(m, self._settings)}
         cleared = {m.topic for m in messages if not m.payload}
         store.add_published_topics(published)
@@ -450,6 +510,7 @@ class SyncService:
         if all_ok:
             store.set_last_sync(now)
             store.set_auth_block(None)
+        store.set_last_attempt(self._attempt(now, ok=all_ok))
         store.flush()
 
     # -- failures ---------------------------------------------------------------------------
@@ -457,54 +518,84 @@ class SyncService:
     def _note_error(self, now: datetime, what: str, err: Exception) -> None:
         if self._failing_since is None:
             self._failing_since = now
-        action = (
-            "nothing to do if it is temporary: veolia2mqtt retries at 5, 15 and 45 minutes, "
-            "then hourly until the next daily slot"
-        )
         self._status = "error"
         self._last_error = BridgeError(
-            what=f"{what}: {err}", since=self._failing_since.astimezone(self._zone), action=action
+            what=f"{what}: {err}",
+            since=self._failing_since.astimezone(self._zone),
+            action=_RETRY_ACTION,
         )
 
-    def _publish_bridge_state(self, now: datetime) -> None:
+    def _attempt(self, now: datetime, *, ok: bool) -> SyncAttempt:
+        error = self._last_error
+        return SyncAttempt(
+            at=now,
+            ok=ok,
+            error=None if ok or error is None else error.what,
+            failing_since=None if ok else self._failing_since,
+        )
+
+    def _publish_bridge_state(
+        self, now: datetime, unpublished: Mapping[str, MeterValues] | None = None
+    ) -> None:
         _, state = self._bridge_messages(now)
-        self._publisher.set_replay(*self._replay(now))
+        self._publisher.set_replay(*self._replay(now, unpublished))
         try:
             self._publisher.publish([state])
         except MqttError as err:
             _LOGGER.warning("Could not publish the bridge state: %s", err)
 
-    def _failed(self, now: datetime, what: str, err: Exception) -> SyncReport:
+    def _failed(
+        self,
+        now: datetime,
+        what: str,
+        err: Exception,
+        *,
+        unpublished: Mapping[str, MeterValues] | None = None,
+    ) -> SyncReport:
         _LOGGER.error("Sync failed while %s: %s", what, err)
         self._note_error(now, what, err)
-        self._publish_bridge_state(now)
+        self._store.set_last_attempt(self._attempt(now, ok=False))
+        self._store.flush()
+        self._publish_bridge_state(now, unpublished)
         return SyncReport(outcome=Outcome.TRANSIENT, error=str(err))
+
+    def _auth_action(self, reason: str) -> str:
+        after = (
+            "No new login is attempted before the next daily slot or a configuration change, "
+            "to protect the account from a lockout."
+        )
+        if reason in _CHALLENGES:
+            portal = self._settings.veolia.endpoints.portal_url
+            return (
+                f"Veolia asks for a verification code ({reason}): log in once in a browser at "
+                f"{portal}, enter the code, or configure veolia.refresh_token; then restart "
+                f"veolia2mqtt. {after}"
+            )
+        return f"Check veolia.email and veolia.password (or veolia.refresh_token). {after}"
 
     def _auth_refused(self, err: VeoliaAuthError, now: datetime) -> SyncReport:
         _LOGGER.error("Veolia refused the login: %s", err)
-        if isinstance(err, VeoliaChallengeError):
-            action = (
-                f"{err} Then restart veolia2mqtt. No new login is attempted before the next "
-                "daily slot or a configuration change."
-            )
-        else:
-            action = (
-                "Check veolia.email and veolia.password (or veolia.refresh_token). No new login "
-                "is attempted before the next daily slot or a configuration change, to protect "
-                "the account from a lockout."
-            )
+        # A challenge's error_type is its name (SMS_MFA, ...): the action depends on it.
+        reason = err.error_type or "refused"
         since = self._failing_since or now
         self._failing_since = since
         self._status = "auth_failed"
         self._last_error = BridgeError(
-            what="Veolia refused the login", since=since.astimezone(self._zone), action=action
+            what="Veolia refused the login",
+            since=since.astimezone(self._zone),
+            action=self._auth_action(reason),
         )
         self._store.set_auth_block(
-            AuthBlock(since=now, reason=err.error_type or "refused", fingerprint=self._fingerprint)
+            AuthBlock(since=now, reason=reason, fingerprint=self._fingerprint)
         )
+        self._store.set_last_attempt(self._attempt(now, ok=False))
         self._store.flush()
         self._publish_bridge_state(now)
         return SyncReport(outcome=Outcome.AUTH_REFUSED, error=str(err))
+
+
+_CHALLENGES: Final = frozenset({"SMS_MFA", "EMAIL_OTP", "SOFTWARE_TOKEN_MFA", "SELECT_MFA_TYPE"})
+"""Cognito challenge names, as kept in the auth block's ``reason``."""
 
 
 def _is_discovery(message: Message, settings: Settings) -> bool:
