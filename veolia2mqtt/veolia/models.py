@@ -114,6 +114,12 @@ def _missing(what: str, name: str, expected: str) -> VeoliaResponseError:
 
 def _number(value: object) -> float | None:
     """A finite JSON number; ``None`` for anything else (``null``, text, booleans)."""
+    # Exact types first: json.loads yields plain int and float, and every daily row needs two
+    # numbers; the isinstance chain below was the largest cost of parsing (docs/performance.md).
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return value
