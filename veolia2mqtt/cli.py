@@ -30,7 +30,9 @@ from veolia2mqtt.config import (
     load_settings,
 )
 from veolia2mqtt.errors import ConfigError, Veolia2MqttError
+from veolia2mqtt.mqtt.messages import Message
 from veolia2mqtt.mqtt.publisher import MqttPublisher
+from veolia2mqtt.mqtt.topics import status_topic
 from veolia2mqtt.scheduler import Daemon, DaemonExit, Outcome, Planner, Wakeup, slot_time
 from veolia2mqtt.state import StateStore
 from veolia2mqtt.sync import SyncService, TokenStoreAdapter, credentials_fingerprint, utc_now
@@ -41,7 +43,7 @@ from veolia2mqtt.veolia.simulator import Scenario, Simulator
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from veolia2mqtt.mqtt.messages import Message, Publisher
+    from veolia2mqtt.mqtt.messages import Publisher
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -207,8 +209,13 @@ class _App:
         self.client.close()
 
 
-def _interruptible(job: Callable[[], int], stop: threading.Event) -> int:
-    """Run ``job`` in a worker thread so that a signal can abandon a slow request."""
+def _interruptible(
+    job: Callable[[], int], stop: threading.Event, *, interrupted: int = EXIT_OK
+) -> int:
+    """Run ``job`` in a worker thread so that a signal can abandon a slow request.
+
+    ``interrupted`` is the exit code when a signal ends the wait before ``job`` returned.
+    """
     result: list[int] = []
 
     def target() -> None:
@@ -224,7 +231,7 @@ def _interruptible(job: Callable[[], int], stop: threading.Event) -> int:
     while not stop.wait(0.5):
         pass
     worker.join(STOP_GRACE_S)
-    return result[0] if result else EXIT_OK
+    return result[0] if result else interrupted
 
 
 def _exit_code(err: BaseException) -> int:
@@ -312,7 +319,8 @@ def _check(settings: Settings) -> int:
         timeout_s=settings.veolia.timeout_s,
         token_store=TokenStoreAdapter(store),
     ) as client:
-        client.login()
+        # Forced: a cached token would say nothing about the configured credentials.
+        client.login(force=True)
         print("veolia login: OK", file=out)
         contracts = client.contracts()
         for contract in contracts:
@@ -328,13 +336,16 @@ def _check(settings: Settings) -> int:
 def _clear_discovery(settings: Settings) -> int:
     store = StateStore(settings.state_dir)
     store.load()
-    publisher = MqttPublisher(settings.mqtt, publish_offline_on_stop=False)
+    # No last will: a dropped connection must not leave a retained "offline" behind.
+    publisher = MqttPublisher(settings.mqtt, will=False, publish_offline_on_stop=False)
     service = SyncService(
         _NoAccount(), publisher, store, settings, version=__version__, fingerprint=""
     )
     publisher.start()
     try:
-        sent = publisher.publish(service.clear_everything())
+        # The connect itself published "online": the status topic is emptied last.
+        status = Message(status_topic(settings.mqtt.base_topic), "", retain=True)
+        sent = publisher.publish([*service.clear_everything(), status])
     finally:
         publisher.stop()
     store.flush()
@@ -403,12 +414,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         wakeup.stop()
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _main(args, stop, wakeup, signalled)
     except BaseException as err:  # noqa: BLE001 - every failure becomes an exit code
         return _exit_code(err)
+    finally:
+        # main() may run inside another program (the tests): give its handlers back.
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _main(
@@ -425,11 +439,7 @@ def _main(
         if args.command == "health":
             return _health(settings)
         with ExitStack() as stack:
-            if args.demo:
-                sim = stack.enter_context(Simulator(Scenario.demo()))
-                demo_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-                settings = _demo_settings(settings, sim, demo_dir)
-                _LOGGER.info("Demo mode: simulated Veolia account at %s", sim.base_url)
+            settings = _isolated(args, settings, stack)
             if args.command == "check":
                 return _check(settings)
             if args.command == "clear-discovery":
@@ -437,12 +447,28 @@ def _main(
             app = _App(settings, dry_run=args.dry_run, once=args.once)
             stack.callback(app.close)
             if args.once:
-                return _interruptible(partial(_once, app), stop)
+                return _interruptible(partial(_once, app), stop, interrupted=EXIT_ERROR)
             code, reload = _run_daemon(args, app, stop, wakeup)
             if not reload or signalled.is_set():
                 return code
         stop.clear()
         wakeup.reset()
+
+
+def _isolated(args: argparse.Namespace, settings: Settings, stack: ExitStack) -> Settings:
+    """``settings`` for ``--demo`` (the simulator) and ``--dry-run`` (a throw-away state)."""
+    if args.demo:
+        sim = stack.enter_context(Simulator(Scenario.demo()))
+        demo_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        _LOGGER.info("Demo mode: simulated Veolia account at %s", sim.base_url)
+        return _demo_settings(settings, sim, demo_dir)
+    if args.dry_run and args.command is None:
+        # Nothing is published, so nothing may be remembered as published: a dry run starts
+        # from an empty state (and prints every message) and leaves state_dir as it was.
+        dry_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        _LOGGER.info("Dry run: state_dir is left untouched")
+        return settings.model_copy(update={"state_dir": dry_dir})
+    return settings
 
 
 def _run_daemon(
