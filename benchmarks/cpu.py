@@ -27,6 +27,7 @@ import io
 import json
 import pstats
 import time
+import timeit
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from datetime import time as dt_time
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks._common import TODAY, VERSION, Section, SinkPublisher
 from veolia2mqtt.config import Settings
-from veolia2mqtt.meter import Meter, update_values
+from veolia2mqtt.meter import DailyReading, Meter, update_values
 from veolia2mqtt.mqtt.discovery import build_bridge_discovery, build_discovery
 from veolia2mqtt.mqtt.messages import (
     build_bridge_state,
@@ -44,6 +45,7 @@ from veolia2mqtt.mqtt.messages import (
 )
 from veolia2mqtt.state import StateStore
 from veolia2mqtt.sync import SyncService
+from veolia2mqtt.veolia import models
 from veolia2mqtt.veolia.models import (
     FailedMeter,
     MeterData,
@@ -309,6 +311,45 @@ def _short(file: str) -> str:
     return file
 
 
+def per_row_costs(raw: RawMeter) -> dict[str, float]:
+    """Microseconds per daily row of each parsing step (best of 5), on one meter's bodies.
+
+    cProfile cannot show the dataclass-generated ``__init__`` of ``DailyReading`` (every
+    generated ``__init__`` has the label ``<string>:2(__init__)`` and pstats keeps one), so the
+    constructor is timed here on its own.
+    """
+    bodies = [json.loads(body) for body in raw.daily]
+    rows = [row for body in bodies for row in body]
+    parsed = [reading for body in bodies for reading in parse_daily(body)]
+    count = len(rows)
+
+    def best_us(work: Any) -> float:
+        return min(timeit.repeat(work, number=3, repeat=5)) / 3 / count * 1e6
+
+    costs = {
+        "json.loads": best_us(lambda: [json.loads(body) for body in raw.daily]),
+        "parse_daily (whole)": best_us(lambda: [parse_daily(body) for body in bodies]),
+        "  DailyReading(...) alone": best_us(
+            lambda: [DailyReading(r.day, r.consumption_l, r.index_l, r.reliability) for r in parsed]
+        ),
+    }
+    # Private helpers of models.py, looked up so that a rename only drops their lines.
+    parse_date = getattr(models, "_date", None)
+    litres = getattr(models, "_litres", None)
+    if parse_date is not None:
+        costs["  _date alone"] = best_us(lambda: [parse_date(row["date_releve"]) for row in rows])
+    if litres is not None:
+        costs["  _litres x2 alone"] = best_us(
+            lambda: [
+                (litres(row["consommation"]["litre"]), litres(row["index"]["litre"]))
+                for row in rows
+            ]
+        )
+    costs["normalise_daily (fetch_meter's)"] = best_us(lambda: normalise_daily(parsed))
+    costs["update_values"] = best_us(lambda: update_values(None, parsed, (), today=TODAY))
+    return costs
+
+
 def run(workdir: Path, *, smoke: bool) -> Section:
     section = Section("cpu")
     sizes = (10,) if smoke else (1, 10, 100, 1000)
@@ -382,10 +423,26 @@ def run(workdir: Path, *, smoke: bool) -> Section:
             "x",
             note="1.0 = linear in the number of meters",
         )
+    costs = per_row_costs(pools[list(histories)[-1]][0])
     prof = profile(pools[list(histories)[-1]], sizes[-1], settings, workdir / "cpu-profile")
+    profiled_s = sum(row["own_s"] for row in prof)
+    ours_s = sum(row["own_s"] for row in prof if row["ours"])
+    parse_s = sum(row["own_s"] for row in prof if "veolia/models.py" in row["function"])
+    section.add(
+        "cpu.profile.ours",
+        GROUP,
+        f"{worst_key} under cProfile: share of time in veolia2mqtt code",
+        round(100 * ours_s / profiled_s) if profiled_s else None,
+        "%",
+        note=f"veolia/models.py (parsing) {100 * parse_s / profiled_s:.0f}%; "
+        f"top: {prof[0]['function']}"
+        if profiled_s
+        else "",
+    )
     section.details = {
         "pool": POOL,
         "cases": results,
+        "per_row_us": costs,
         "profile_case": worst_key,
         "profile_top": prof[:20],
         "profile_ours_top": [row for row in prof if row["ours"]][:10],
@@ -403,6 +460,11 @@ def run(workdir: Path, *, smoke: bool) -> Section:
                     "ms per meter",
                 ],
                 "rows": rows,
+            },
+            {
+                "title": "Cost per daily row (µs, best of 5, one meter's bodies)",
+                "headers": ["step", "µs per row"],
+                "rows": [[step, f"{us:.2f}"] for step, us in costs.items()],
             },
             {
                 "title": f"cProfile of SyncService.run_once, {worst_key}: top own time",

@@ -6,6 +6,9 @@ process) and a fresh mosquitto. Once the first sync is on the broker (every mete
 the daemon's RSS and USS are read with psutil, and its high-water mark from
 ``/proc/<pid>/status`` (``VmHWM``).
 
+Import footprint: the RSS of a fresh interpreter after importing one module alone
+(``/proc/self/status``), for ``veolia2mqtt.cli`` and each heavy dependency.
+
 Imports: ``python -X importtime -c "import veolia2mqtt.cli"`` (what the console script imports
 before doing anything), the ``self`` times summed per top-level package; median of 3 runs. The
 wall time of the same import, minus a bare interpreter start, is measured too (median of 5).
@@ -153,6 +156,48 @@ def imports(*, runs: int) -> dict[str, Any]:
     return result
 
 
+RSS_MODULES = (
+    "veolia2mqtt.cli",
+    "pydantic_settings",
+    "pydantic",
+    "requests",
+    "paho.mqtt.client",
+    "yaml",
+    "schedule",
+    "importlib.metadata",
+    "http.server",
+    "veolia_api.veolia_api",
+)
+_RSS_PROBE = (
+    "import re, sys\n"
+    "for name in sys.argv[1:]: __import__(name)\n"
+    "status = open('/proc/self/status').read()\n"
+    "print(re.search(r'VmRSS:\\s+(\\d+)', status).group(1))\n"
+)
+
+
+def _rss_after_import_mib(*modules: str) -> float | None:
+    """VmRSS of a fresh interpreter after importing ``modules`` (Linux), in MiB."""
+    done = subprocess.run(
+        [python(), "-c", _RSS_PROBE, *modules],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=clean_env(),
+    )
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        return None
+    return int(done.stdout.strip()) / 1024
+
+
+def import_rss() -> dict[str, float | None]:
+    """RSS after importing each module alone, and of a bare interpreter."""
+    result: dict[str, float | None] = {"(bare interpreter)": _rss_after_import_mib()}
+    for module in RSS_MODULES:
+        result[module] = _rss_after_import_mib(module)
+    return result
+
+
 def run(workdir: Path, *, smoke: bool) -> Section:
     section = Section("memory")
     rss = idle_rss(workdir)
@@ -167,6 +212,20 @@ def run(workdir: Path, *, smoke: bool) -> Section:
         note=f"USS {rss['uss_mib']:.1f} MiB, peak {rss['hwm_mib']:.1f} MiB, "
         f"{rss['threads']} threads",
     )
+    rss_imports = import_rss() if Path("/proc/self/status").exists() else {}
+    cli_rss = rss_imports.get("veolia2mqtt.cli")
+    bare_rss = rss_imports.get("(bare interpreter)")
+    settings_rss = rss_imports.get("pydantic_settings")
+    if cli_rss is not None and bare_rss is not None and settings_rss is not None:
+        section.add(
+            "memory.import_rss",
+            GROUP,
+            "RSS after `import veolia2mqtt.cli` only",
+            round(cli_rss, 1),
+            "MiB",
+            note=f"bare interpreter {bare_rss:.1f} MiB; pydantic_settings alone "
+            f"{settings_rss:.1f} MiB",
+        )
     imp = imports(runs=1 if smoke else 3)
     top = [f"{k} {v:.0f}" for k, v in list(imp["per_package_ms"].items())[:5]]
     section.add(
@@ -196,13 +255,22 @@ def run(workdir: Path, *, smoke: bool) -> Section:
     rows = [[name, f"{ms:.1f}"] for name, ms in imp["per_package_ms"].items() if ms >= 1.0]
     section.details = {
         "rss": rss,
+        "import_rss_mib": rss_imports,
         "imports": imp,
         "tables": [
+            {
+                "title": "RSS of a fresh interpreter after importing one module alone (MiB)",
+                "headers": ["module", "RSS MiB"],
+                "rows": [
+                    [name, "n/a" if mib is None else f"{mib:.1f}"]
+                    for name, mib in rss_imports.items()
+                ],
+            },
             {
                 "title": "Import cost of `import veolia2mqtt.cli` per top-level package (self ms)",
                 "headers": ["package", "ms"],
                 "rows": rows,
-            }
+            },
         ],
     }
     return section
