@@ -51,7 +51,9 @@ EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_CONFIG: Final = 2
 EXIT_AUTH: Final = 3
-STOP_GRACE_S: Final = 3.0
+STOP_GRACE_S: Final = 1.5
+"""How long a signal waits for the worker; then the main thread says goodbye itself (the
+contract is offline published and exit within 5 s, even during a 15 s Veolia request)."""
 HEALTHY_HEARTBEAT_S: Final = 180.0
 COMMANDS: Final = ("check", "clear-discovery", "health")
 

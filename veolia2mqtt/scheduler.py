@@ -266,14 +266,15 @@ class Daemon:
     def _now(self) -> datetime:
         return self.clock().astimezone(UTC)
 
+    def _local(self, when: datetime) -> str:
+        return when.astimezone(self.planner.zone).isoformat(timespec="minutes")
+
     def start(self, *, last_success: datetime | None, blocked_since: datetime | None) -> Decision:
         """Decide the first run: now if the last success is older than the latest slot."""
         now = self._now()
         decision = self.planner.initial(now, last_success=last_success, blocked_since=blocked_since)
         self.blocked = blocked_since is not None and decision.due > now
-        _LOGGER.info(
-            "Next sync %s (%s)", decision.due.isoformat(timespec="minutes"), decision.reason
-        )
+        _LOGGER.info("Next sync %s (%s)", self._local(decision.due), decision.reason)
         return decision
 
     def _run(self, reason: str, *, refresh: bool = False) -> None:
@@ -288,7 +289,7 @@ class Daemon:
             outcome = Outcome.TRANSIENT
         self.blocked = outcome is Outcome.AUTH_REFUSED
         nxt = self.planner.after(outcome, self._now(), refresh=refresh)
-        _LOGGER.info("Next sync %s (%s)", nxt.due.isoformat(timespec="minutes"), nxt.reason)
+        _LOGGER.info("Next sync %s (%s)", self._local(nxt.due), nxt.reason)
 
     def housekeeping(self) -> None:
         """Refresh the heartbeat; while blocked, reload when the configuration changed."""
