@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.helpers.broker import Broker, Collector, retained_snapshot, wait_until
-from veolia2mqtt import __version__
-from veolia2mqtt.cli import main
+from veolia2mqtt import __version__, scheduler
+from veolia2mqtt.cli import _config_watch, main
+from veolia2mqtt.config import load_settings
 from veolia2mqtt.state import StateStore
+from veolia2mqtt.sync import credentials_fingerprint
 from veolia2mqtt.veolia.simulator import Scenario, Simulator
 
 if TYPE_CHECKING:
@@ -487,3 +490,61 @@ def test_sigterm_during_once_exits_non_zero_at_once(tmp_path: Path, sim: Simulat
         proc.communicate(timeout=10)
     assert code == 1
     assert elapsed < 5, f"exited {elapsed:.1f} s after SIGTERM"
+
+
+# -- configuration reload while the credentials are refused -------------------------------------
+
+
+def test_config_watch_reports_changed_credentials_only(tmp_path: Path, sim: Simulator) -> None:
+    config = write_config(tmp_path, sim)
+    settings = load_settings(config)
+    fingerprint = credentials_fingerprint(settings, StateStore(settings.state_dir).salt())
+    changed = _config_watch(str(config), settings, fingerprint)
+    assert not changed()
+
+    def rewrite(**extra: Any) -> None:
+        stamp = config.stat().st_mtime + 10
+        write_config(tmp_path, sim, **extra)
+        os.utime(config, (stamp, stamp))
+
+    rewrite(log={"level": "DEBUG"})
+    assert not changed(), "a change that keeps the credentials is no reason to log in again"
+    rewrite(veolia={"password": "new"})
+    assert changed()
+
+
+@pytest.mark.integration
+def test_daemon_reloads_when_refused_credentials_are_fixed(
+    cli: Callable[..., Result],
+    tmp_path: Path,
+    sim: Simulator,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scheduler, "HOUSEKEEPING_S", 0.1)
+    config = write_config(tmp_path, sim, broker, veolia={"password": "typo"})
+    failures: list[BaseException] = []
+
+    def operator() -> None:
+        try:
+            wait_until(lambda: StateStore(tmp_path / "state").auth_block() is not None, 15, "block")
+            stamp = config.stat().st_mtime + 10
+            write_config(tmp_path, sim, broker)
+            os.utime(config, (stamp, stamp))
+            wait_until(lambda: StateStore(tmp_path / "state").last_sync() is not None, 15, "sync")
+        except BaseException as err:  # noqa: BLE001 - reported by the test thread
+            failures.append(err)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = threading.Thread(target=operator)
+    helper.start()
+    result = cli("--config", str(config))
+    helper.join(20)
+    assert not failures, failures
+    assert result.code == 0, result.err
+    assert "reloading" in result.err
+    assert sim.stats()["cognito:USER_PASSWORD_AUTH"] == 2
+    held = retained_snapshot(broker.host, broker.port, settle_s=0.3)
+    assert_truth(held, sim)
+    assert held[f"{BASE}/status"] == "offline"
