@@ -560,3 +560,36 @@ def test_message_dataclass_is_what_the_console_prints() -> None:
     )
     assert sent == 2
     assert out.getvalue().splitlines() == ["a/b retain=true 1", "c retain=false "]
+
+
+def test_entity_mode_and_jeedom_link_resend_only_last_sync_bearing_messages(
+    tmp_path: Path,
+) -> None:
+    sim, console = demo_sim(), Console()
+    settings = settings_for(
+        tmp_path, mqtt={"discovery": "entity"}, jeedom={"mqtt2_link_topic": "v2m_jeedom"}
+    )
+    rig = Rig(sim, settings, console.publisher)
+    first = rig.service.run_once()
+    topics = [t for t, _r, _p in console.lines()]
+    assert len(topics) == len(set(topics)) == first.sent
+    assert f"{PREFIX}/sensor/veolia2mqtt_i19fa051732/index/config" in topics
+    assert f"{PREFIX}/button/veolia2mqtt_i19fa051732/refresh/config" in topics
+    assert "v2m_jeedom/discovery/eqLogic/i19fa051732" in topics
+    sim.advance(timedelta(minutes=20))
+    second = rig.service.run_once()
+    resent = sorted(t for t, _r, _p in console.lines())
+    print(f"entity mode + Jeedom link: first sync {first.sent}, unchanged second {second.sent}")
+    assert all(t.endswith(("/state", "last_sync")) for t in resent), resent
+    assert second.sent == 7, resent
+
+
+def test_switching_to_entity_mode_clears_the_device_discovery(tmp_path: Path) -> None:
+    sim = demo_sim()
+    Rig(sim, settings_for(tmp_path), Console().publisher).service.run_once()
+    console = Console()
+    rig = Rig(sim, settings_for(tmp_path, mqtt={"discovery": "entity"}), console.publisher)
+    cleared = {m.topic for m in rig.service.prime() if m.payload == ""}
+    assert f"{PREFIX}/device/veolia2mqtt_i19fa051732/config" in cleared
+    assert f"{PREFIX}/device/veolia2mqtt_bridge/config" in cleared
+    assert not any("/sensor/" in t for t in cleared)
