@@ -305,7 +305,7 @@ def profile(
 
 
 def _short(file: str) -> str:
-    for marker in ("veolia2mqtt/", "site-packages/", "lib/python3"):
+    for marker in ("veolia2mqtt/", "benchmarks/", "site-packages/", "lib/python3"):
         if marker in file:
             return file[file.index(marker) :]
     return file
