@@ -295,6 +295,7 @@ def test_restart_after_a_failed_sync_still_shows_the_error(tmp_path: Path) -> No
     assert bridge["status"] == "error"
     assert "HTTP 502" in bridge["error"]["what"]
     assert bridge["error"]["since"] is not None
+    assert bridge["last_sync"] == bridge["error"]["since"]
 
 
 def test_a_changed_password_lifts_the_block_on_the_bridge(tmp_path: Path) -> None:

@@ -295,7 +295,8 @@ class SyncService:
         the connection is up.
         """
         self._restore_status()
-        always, if_missing = self._replay(None)
+        attempt = self._store.last_attempt()
+        always, if_missing = self._replay(None if attempt is None else attempt.at)
         self._publisher.set_replay(always, if_missing)
         current = {m.topic for m in always if _is_discovery(m, self._settings)}
         ghosts: list[Message] = []
