@@ -230,6 +230,10 @@ class ContractSpec:
     """Inclusive date ranges whose rows are flagged ``ESTIME``."""
     gaps: tuple[date, ...] = ()
     """Days whose row is omitted; their litres still count."""
+    replaced_on: date | None = None
+    """The meter is replaced under the same serial: from this day the index restarts."""
+    replacement_index_l: int = 0
+    """The new meter's index on ``replaced_on`` (start of day), e.g. a few litres."""
     alerts: bool = True
     """``False``: ``/alertes`` answers 204."""
     payment_plan: bool = True
@@ -241,7 +245,12 @@ class ContractSpec:
 
     def __post_init__(self) -> None:
         """Reject settings that cannot generate a series."""
-        if self.mean_daily_l < 0 or self.start_index_l < 0 or self.lag_days < 0:
+        if (
+            self.mean_daily_l < 0
+            or self.start_index_l < 0
+            or self.lag_days < 0
+            or self.replacement_index_l < 0
+        ):
             msg = f"contract {self.id_abonnement}: negative litres or lag"
             raise ValueError(msg)
         for first, last in self.estimated_runs:
@@ -518,12 +527,19 @@ class _Series:
 
     def true_index(self, day: date) -> int:
         """The meter index of ``day`` in the scenario's convention."""
-        start = self.spec.date_debut_abonnement
+        spec = self.spec
+        start, first_index = spec.date_debut_abonnement, spec.start_index_l
+        if spec.replaced_on is not None and day >= spec.replaced_on > start:
+            start, first_index = spec.replaced_on, spec.replacement_index_l
         if day < start:
-            return self.spec.start_index_l
+            return first_index
         last = day if self._end_of_day else day - timedelta(days=1)
         used = self.total(start, last) if last >= start else 0
-        return self.spec.start_index_l + used
+        return first_index + used
+
+    def index_after(self, day: date) -> int:
+        """The meter reading at the end of ``day``, whatever the convention."""
+        return self.true_index(day if self._end_of_day else day + timedelta(days=1))
 
     def is_estimated(self, day: date) -> bool:
         """Whether the row of ``day`` is flagged ``ESTIME``."""
@@ -622,6 +638,7 @@ class Simulator:
         self._tokens: dict[str, datetime] = {}
         self._sessions: dict[str, str] = {}
         self._serial = 0
+        self._issued: list[str] = []
         self._faults: list[_Fault] = []
         self._counters = dict.fromkeys(ROUTE_KEYS, 0)
         self._log: list[LoggedRequest] = []
@@ -784,6 +801,26 @@ class Simulator:
         with self._lock:
             self._tokens.clear()
 
+    def issued_tokens(self) -> list[str]:
+        """Every secret Cognito handed out: access and id tokens (revoked ones too), refresh token.
+
+        For leak checks: none of them may ever show up in a log line, an error or a payload.
+        """
+        with self._lock:
+            return [*self._issued, self.scenario.refresh_token]
+
+    def set_lag(self, numero_compteur: str, lag_days: int) -> None:
+        """Change a contract's publication lag from now on (Veolia publishing late, or catching up).
+
+        Raises:
+            KeyError: no contract has this meter number.
+            ValueError: a negative lag.
+        """
+        with self._lock:
+            spec = replace(self._by_meter[numero_compteur], lag_days=lag_days)
+            self._by_meter[numero_compteur] = spec
+            self._contracts[spec.id_abonnement] = spec
+
     # -- instrumentation --------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
@@ -832,6 +869,14 @@ class Simulator:
             return []
         with self._lock:
             return self._series(spec).rows(start, min(end, self._horizon(spec)))
+
+    def true_row(self, numero_compteur: str, day: date) -> dict[str, object] | None:
+        """The ``journalieres`` row of ``day`` before any lag or fault; ``None`` for a gap."""
+        spec = self._by_meter[numero_compteur]
+        if not spec.telemetry:
+            return None
+        with self._lock:
+            return self._series(spec).row(day)
 
     def expected_latest(self, numero_compteur: str) -> dict[str, object] | None:
         """The latest published row with data: ``date``, ``litre``, ``index``, ``fiabilite``."""
@@ -1202,11 +1247,13 @@ class Simulator:
         with self._lock:
             self._serial += 1
             access = _opaque_token("access", self._serial)
+            id_token = _opaque_token("id", self._serial)
             self._tokens[access] = self.now() + timedelta(seconds=lifetime)
+            self._issued.extend((access, id_token))
         result: dict[str, object] = {
             "AccessToken": access,
             "ExpiresIn": lifetime,
-            "IdToken": _opaque_token("id", self._serial),
+            "IdToken": id_token,
         }
         if with_refresh:
             result["RefreshToken"] = self.scenario.refresh_token
@@ -1301,7 +1348,7 @@ class Simulator:
             if billed_on < start:
                 billed_on, index_l = start, spec.start_index_l
             else:
-                index_l = spec.start_index_l + self._series(spec).total(start, billed_on)
+                index_l = self._series(spec).index_after(billed_on)
         return {
             "numero_pds": spec.numero_pds,
             "date_debut_abonnement": start.isoformat(),
