@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import stat
@@ -194,15 +195,7 @@ class StateStore:
         _LOGGER.warning("State file %s is unusable (%s): starting afresh; %s", path, reason, kept)
 
     def _parse_state(self, raw: bytes) -> None:
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            msg = "not UTF-8 text"
-            raise _BadStateError(msg) from None
-        except json.JSONDecodeError as err:
-            msg = f"not valid JSON at line {err.lineno}, column {err.colno}"
-            raise _BadStateError(msg) from None
-        doc = _mapping(data, "top level")
+        doc = _mapping(_decode(raw), "top level")
         version = doc.get("version")
         if version != SCHEMA_VERSION:
             shown = version if isinstance(version, int) else "missing or not a number"
@@ -577,6 +570,22 @@ class StateStore:
 # -- (de)serialisation helpers --------------------------------------------------------------
 
 
+def _decode(raw: bytes) -> object:
+    """The JSON document in ``raw``; anything unreadable is a :class:`_BadStateError`."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        msg = "not UTF-8 text"
+        raise _BadStateError(msg) from None
+    except json.JSONDecodeError as err:
+        msg = f"not valid JSON at line {err.lineno}, column {err.colno}"
+        raise _BadStateError(msg) from None
+    except (RecursionError, ValueError):
+        # Arrays nested thousands deep, or an integer of more than 4300 digits.
+        msg = "not a JSON document this version writes"
+        raise _BadStateError(msg) from None
+
+
 def _utc(when: datetime) -> datetime:
     if when.tzinfo is None or when.utcoffset() is None:
         msg = "a naive datetime cannot be stored: give it a time zone"
@@ -608,7 +617,15 @@ def _opt_float(value: object, where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         msg = f"{where}: expected a number"
         raise _BadStateError(msg)
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    # JSON's 1e999 and NaN read as inf and nan: a high-water mark of inf would block the index.
+    if not math.isfinite(number):
+        msg = f"{where}: expected a finite number"
+        raise _BadStateError(msg)
+    return number
 
 
 def _float(value: object, where: str) -> float:
@@ -767,15 +784,7 @@ def _block_from(value: object) -> AuthBlock | None:
 
 
 def _token_from(raw: bytes) -> StoredToken:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        msg = "not UTF-8 text"
-        raise _BadStateError(msg) from None
-    except json.JSONDecodeError as err:
-        msg = f"not valid JSON at line {err.lineno}, column {err.colno}"
-        raise _BadStateError(msg) from None
-    doc = _mapping(data, "top level")
+    doc = _mapping(_decode(raw), "top level")
     if doc.get("version") != SCHEMA_VERSION:
         msg = "unknown schema version"
         raise _BadStateError(msg)
