@@ -548,3 +548,41 @@ def test_daemon_reloads_when_refused_credentials_are_fixed(
     held = retained_snapshot(broker.host, broker.port, settle_s=0.3)
     assert_truth(held, sim)
     assert held[f"{BASE}/status"] == "offline"
+
+
+class _SyncDone(logging.Handler):
+    """Sets an event when the sync logs its summary (attached below the root: main() keeps it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Sync done"):
+            self.done.set()
+
+
+def test_dry_run_daemon_prints_the_sync_and_stops_on_sigterm(
+    cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    watcher = _SyncDone()
+    sync_logger = logging.getLogger("veolia2mqtt.sync")
+    sync_logger.addHandler(watcher)
+
+    def stop_after_the_sync() -> None:
+        watcher.done.wait(15)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = threading.Thread(target=stop_after_the_sync)
+    helper.start()
+    try:
+        result = cli("--demo", "--dry-run")
+    finally:
+        helper.join(20)
+        sync_logger.removeHandler(watcher)
+    assert watcher.done.is_set()
+    assert result.code == 0, result.err
+    topics = parse_dry_run(result.out)
+    assert json.loads(topics[f"{BASE}/bridge/state"])["status"] == "ok"
+    assert "Received SIGTERM" in result.err
