@@ -269,6 +269,24 @@ def test_refused_login_blocks_and_tells_what_to_do(
     assert block.fingerprint == credentials_fingerprint(rig.settings, rig.store.salt())
 
 
+def test_a_login_that_works_lifts_the_block_even_if_a_meter_fails(tmp_path: Path) -> None:
+    sim = demo_sim()
+    sim.fail("cognito:USER_PASSWORD_AUTH", fault="wrong_password", times=1)
+    settings = settings_for(tmp_path)
+    rig = Rig(sim, settings, Console().publisher)
+    assert rig.service.run_once().outcome is Outcome.AUTH_REFUSED
+    sim.fail("journalieres", fault="http_500", times=None, contract=GARDEN_ID)
+    sim.advance(timedelta(days=1))
+    assert rig.service.run_once().outcome is Outcome.TRANSIENT
+    assert StateStore(settings.state_dir).auth_block() is None
+    console = Console()
+    Rig(sim, settings, console.publisher).service.prime()
+    console.publisher.start()
+    bridge = json.loads({t: p for t, _r, p in console.lines()}[f"{BASE}/bridge/state"])
+    assert bridge["status"] == "error", bridge
+    assert "1 meter(s) failed" in bridge["error"]["what"]
+
+
 def test_restart_while_blocked_still_shows_the_refusal(tmp_path: Path) -> None:
     sim = demo_sim()
     sim.fail("cognito:USER_PASSWORD_AUTH", fault="wrong_password", times=None)

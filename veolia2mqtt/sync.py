@@ -392,6 +392,8 @@ class SyncService:
             return self._auth_refused(err, now)
         except Veolia2MqttError as err:
             return self._failed(now, "reading the Veolia account", err)
+        # The account was read, so the credentials work, even if a meter fails below.
+        self._store.set_auth_block(None)
 
         fetched = [r for r in results if isinstance(r, MeterData)]
         failed = [r for r in results if isinstance(r, FailedMeter)]
@@ -510,7 +512,6 @@ class SyncService:
         store.remove_published_topics(cleared)
         if all_ok:
             store.set_last_sync(now)
-            store.set_auth_block(None)
         store.set_last_attempt(self._attempt(now, ok=all_ok))
         store.flush()
 
