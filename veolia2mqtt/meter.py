@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -36,9 +36,12 @@ class Meter:
     number: str
 
 
-@dataclass(frozen=True, slots=True)
-class DailyReading:
-    """One row of ``/journalieres``; litres are ``None`` when Veolia has no data for the day."""
+class DailyReading(NamedTuple):
+    """One row of ``/journalieres``; litres are ``None`` when Veolia has no data for the day.
+
+    A named tuple rather than a frozen dataclass: a sync may parse a million of these, and a
+    tuple is built in half the time.
+    """
 
     day: date
     consumption_l: float | None
@@ -209,7 +212,5 @@ def update_values(
     if month is not None and (
         prev.billing_period_start is None or month.period_start >= prev.billing_period_start
     ):
-        values = replace(
-            values, billed_volume_m3=month.m3, billing_period_start=month.period_start
-        )
+        values = replace(values, billed_volume_m3=month.m3, billing_period_start=month.period_start)
     return ValuesUpdate(values=values, new_day=new_day, notes=tuple(notes))

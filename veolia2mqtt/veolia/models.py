@@ -261,14 +261,27 @@ def parse_billing(raw: object) -> Billing:
     return Billing(numero_pds=pds.strip(), start=start)
 
 
+_DATE_CACHE: dict[str, date] = {}
+_DATE_CACHE_MAX: Final = 8192
+"""A sync sees the same few hundred dates over and over; parsing them was a hot spot."""
+
+
 def _date(value: object) -> date | None:
     """A ``YYYY-MM-DD`` date; a time part after the tenth character is dropped."""
+    if type(value) is str:
+        cached = _DATE_CACHE.get(value)
+        if cached is not None:
+            return cached
     if not isinstance(value, str) or len(value) < _ISO_DATE_LEN:
         return None
     try:
-        return date.fromisoformat(value[:_ISO_DATE_LEN])
+        day = date.fromisoformat(value[:_ISO_DATE_LEN])
     except ValueError:
         return None
+    if len(_DATE_CACHE) >= _DATE_CACHE_MAX:
+        _DATE_CACHE.clear()
+    _DATE_CACHE[value] = day
+    return day
 
 
 def parse_daily(raw: object) -> list[DailyReading]:
@@ -295,16 +308,24 @@ def parse_daily(raw: object) -> list[DailyReading]:
                 item.get("date_releve"),
             )
             continue
-        consumption = _object(item.get("consommation"), what, "consommation")
-        index = _object(item.get("index"), what, "index")
-        rows.append(
-            DailyReading(
-                day=day,
-                consumption_l=_litres(consumption.get("litre")) if consumption else None,
-                index_l=_litres(index.get("litre")) if index else None,
-                reliability=_text(item.get("fiabilite_index")),
-            )
-        )
+        # The exact-type checks are fast paths for what json.loads yields; the helpers handle
+        # (and reject) everything else. This loop dominates a sync's CPU time.
+        consumption = item.get("consommation")
+        if type(consumption) is not dict:
+            consumption = _object(consumption, what, "consommation")
+        index = item.get("index")
+        if type(index) is not dict:
+            index = _object(index, what, "index")
+        litres = consumption.get("litre") if consumption else None
+        if type(litres) is not int:
+            litres = _litres(litres)
+        index_l = index.get("litre") if index else None
+        if type(index_l) is not int:
+            index_l = _litres(index_l)
+        reliability = item.get("fiabilite_index")
+        if type(reliability) is not str:
+            reliability = None
+        rows.append(DailyReading(day, litres, index_l, reliability))
     return list(normalise_daily(rows))
 
 
