@@ -23,7 +23,7 @@ from veolia2mqtt.veolia.client import VeoliaClient
 from veolia2mqtt.veolia.simulator import Scenario, Simulator
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
     from veolia2mqtt.mqtt.messages import Publisher
@@ -612,3 +612,32 @@ def test_switching_to_entity_mode_clears_the_device_discovery(tmp_path: Path) ->
     assert f"{PREFIX}/device/veolia2mqtt_i19fa051732/config" in cleared
     assert f"{PREFIX}/device/veolia2mqtt_bridge/config" in cleared
     assert not any("/sensor/" in t for t in cleared)
+
+
+class _ReplayAtPublish(DryRunPublisher):
+    """Remembers the replay in force each time a batch is published."""
+
+    def __init__(self) -> None:
+        super().__init__(io.StringIO())
+        self.seen: list[dict[str, str]] = []
+
+    def publish(self, messages: Sequence[Message]) -> int:
+        self.seen.append({m.topic: m.payload for m in self._always})
+        return super().publish(messages)
+
+
+def test_the_replay_holds_the_new_picture_before_the_publish(tmp_path: Path) -> None:
+    # A Home Assistant birth handled during the publish must re-send the new state, not the old.
+    sim = demo_sim()
+    publisher = _ReplayAtPublish()
+    rig = Rig(sim, settings_for(tmp_path), publisher)
+    rig.service.run_once()
+    sim.advance(timedelta(days=1))
+    rig.service.run_once()
+    replay = publisher.seen[-1]
+    state = json.loads(replay[f"{BASE}/i19fa051732/state"])
+    latest = sim.expected_latest(HOUSE)
+    assert latest is not None
+    assert state["reading_date"] == latest["date"].isoformat()  # type: ignore[attr-defined]
+    assert json.loads(replay[f"{BASE}/bridge/state"])["status"] == "ok"
+    assert json.loads(replay[f"{BASE}/bridge/state"])["last_success"] == state["last_sync"]

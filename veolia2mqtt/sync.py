@@ -33,7 +33,7 @@ from veolia2mqtt.veolia.client import CachedToken, FailedMeter, MeterData
 from veolia2mqtt.veolia.errors import VeoliaAuthError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
     from veolia2mqtt.config import Settings
 
@@ -248,31 +248,35 @@ class SyncService:
         return discovery, state
 
     def _known_meters(
-        self, unpublished: Mapping[str, MeterValues]
+        self, unpublished: Mapping[str, MeterValues], gone: Collection[str]
     ) -> list[tuple[Meter, MeterValues]]:
         known = {**self._store.all_values(), **unpublished}
         return [
             (Meter(number), values)
             for number, values in sorted(known.items())
-            if self._settings.meter_override(number).enabled
+            if self._settings.meter_override(number).enabled and number not in gone
         ]
 
     def _replay(
         self,
         last_attempt: datetime | None,
         unpublished: Mapping[str, MeterValues] | None = None,
+        *,
+        gone: Collection[str] = (),
+        succeeded: bool = False,
     ) -> tuple[list[Message], list[Message]]:
         """The full retained picture: (discovery then states, per-value topics).
 
         ``unpublished`` holds values read at ``last_attempt`` that the broker has not
-        acknowledged yet: the next (re)connect publishes them.
+        acknowledged yet and ``gone`` the meters being cleared: the picture is then the one
+        the sync is about to publish (``succeeded``: a sync without failure).
         """
         unpublished = unpublished or {}
-        bridge_discovery, bridge_state = self._bridge_messages(last_attempt)
+        bridge_discovery, bridge_state = self._bridge_messages(last_attempt, succeeded=succeeded)
         discovery: list[Message] = list(bridge_discovery)
         states: list[Message] = [bridge_state]
         values: list[Message] = []
-        for meter, meter_values in self._known_meters(unpublished):
+        for meter, meter_values in self._known_meters(unpublished, gone):
             last_sync = (
                 last_attempt
                 if meter.number in unpublished
@@ -413,10 +417,15 @@ class SyncService:
             self._note_error(now, f"{len(failed)} meter(s) failed", failed[0].error)
         bridge_discovery, bridge_state = self._bridge_messages(now, succeeded=ok)
         messages = [*bridge_discovery, *batch.messages, bridge_state]
+        # Replaced before the publish: a Home Assistant birth handled during or right after it
+        # re-sends this picture, not the previous one over the values just published.
+        self._publisher.set_replay(*self._replay(now, batch.updates, gone=gone, succeeded=ok))
         try:
             sent = self._publisher.publish(_order(messages))
         except MqttError as err:
-            return self._failed(now, "publishing to the broker", err, unpublished=batch.updates)
+            return self._failed(
+                now, "publishing to the broker", err, unpublished=batch.updates, gone=gone
+            )
 
         self._cleanup = []
         self._remember(batch.updates, gone, messages, now, all_ok=ok)
@@ -537,10 +546,13 @@ class SyncService:
         )
 
     def _publish_bridge_state(
-        self, now: datetime, unpublished: Mapping[str, MeterValues] | None = None
+        self,
+        now: datetime,
+        unpublished: Mapping[str, MeterValues] | None = None,
+        gone: Collection[str] = (),
     ) -> None:
         _, state = self._bridge_messages(now)
-        self._publisher.set_replay(*self._replay(now, unpublished))
+        self._publisher.set_replay(*self._replay(now, unpublished, gone=gone))
         try:
             self._publisher.publish([state])
         except MqttError as err:
@@ -553,12 +565,13 @@ class SyncService:
         err: Exception,
         *,
         unpublished: Mapping[str, MeterValues] | None = None,
+        gone: Collection[str] = (),
     ) -> SyncReport:
         _LOGGER.error("Sync failed while %s: %s", what, err)
         self._note_error(now, what, err)
         self._store.set_last_attempt(self._attempt(now, ok=False))
         self._store.flush()
-        self._publish_bridge_state(now, unpublished)
+        self._publish_bridge_state(now, unpublished, gone)
         return SyncReport(outcome=Outcome.TRANSIENT, error=str(err))
 
     def _auth_action(self, reason: str) -> str:
