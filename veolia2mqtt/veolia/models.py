@@ -28,6 +28,8 @@ DEFAULT_EXPIRES_IN_S: Final = 3600
 """Cognito's access-token lifetime when ``ExpiresIn`` is absent (§2.2)."""
 
 _ISO_DATE_LEN: Final = 10
+_LARGEST_INT: Final = 2**53
+"""A JSON integer beyond this is no reading: 10**400 would not even convert to a float."""
 _DECEMBER: Final = 12
 
 
@@ -117,12 +119,14 @@ def _number(value: object) -> float | None:
     # Exact types first: json.loads yields plain int and float, and every daily row needs two
     # numbers; the isinstance chain below was the largest cost of parsing (docs/performance.md).
     if type(value) is int:
-        return value
+        return value if -_LARGEST_INT <= value <= _LARGEST_INT else None
     if type(value) is float:
         return value if math.isfinite(value) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value
+    if isinstance(value, int):
+        return value if -_LARGEST_INT <= value <= _LARGEST_INT else None
+    return value if math.isfinite(value) else None
 
 
 def _litres(value: object) -> float | None:
@@ -317,10 +321,10 @@ def parse_daily(raw: object) -> list[DailyReading]:
         if type(index) is not dict:
             index = _object(index, what, "index")
         litres = consumption.get("litre") if consumption else None
-        if type(litres) is not int:
+        if type(litres) is not int or not -_LARGEST_INT <= litres <= _LARGEST_INT:
             litres = _litres(litres)
         index_l = index.get("litre") if index else None
-        if type(index_l) is not int:
+        if type(index_l) is not int or not -_LARGEST_INT <= index_l <= _LARGEST_INT:
             index_l = _litres(index_l)
         reliability = item.get("fiabilite_index")
         if type(reliability) is not str:
