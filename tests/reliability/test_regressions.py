@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from veolia2mqtt.veolia.models import parse_daily
+from veolia2mqtt.veolia.models import parse_daily, parse_monthly
 
 
 def test_a_huge_integer_in_a_daily_row_is_no_data():
@@ -24,3 +24,14 @@ def test_a_huge_integer_in_a_daily_row_is_no_data():
     )
     assert [(r.consumption_l, r.index_l) for r in rows] == [(None, 5), (7, None)]
     assert not any(r.has_data for r in rows)
+
+
+def test_a_superscript_digit_in_a_monthly_period_skips_the_row():
+    # "²".isdigit() is true but int("²") raises ValueError: it escaped parse_monthly.
+    rows = parse_monthly(
+        [
+            {"annee": "²", "mois": 1, "consommation": {"m3": 1.0}},
+            {"annee": "2026", "mois": "٣", "consommation": {"m3": 2.0}},  # Arabic-Indic 3
+        ]
+    )
+    assert [(r.year, r.month, r.m3) for r in rows] == [(2026, 3, 2.0)]

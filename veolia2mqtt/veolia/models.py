@@ -336,7 +336,8 @@ def parse_daily(raw: object) -> list[DailyReading]:
 def _month_number(value: object) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    # isdigit() also accepts "²", which int() refuses; isdecimal() is exactly what int() reads.
+    if isinstance(value, str) and value.strip().isdecimal():
         return int(value)
     if isinstance(value, int):
         return value
