@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from veolia2mqtt.veolia.models import parse_daily, parse_monthly
+from veolia2mqtt.veolia.models import (
+    DEFAULT_EXPIRES_IN_S,
+    CognitoTokens,
+    parse_auth,
+    parse_daily,
+    parse_monthly,
+)
 
 
 def test_a_huge_integer_in_a_daily_row_is_no_data():
@@ -35,3 +41,14 @@ def test_a_superscript_digit_in_a_monthly_period_skips_the_row():
         ]
     )
     assert [(r.year, r.month, r.m3) for r in rows] == [(2026, 3, 2.0)]
+
+
+def test_a_sub_second_token_lifetime_means_the_default_hour():
+    # ExpiresIn 0.5 became a lifetime of 0 s: the client then signed in before every request.
+    for lifetime in (0.5, 0.999, 0, -3):
+        answer = parse_auth({"AuthenticationResult": {"AccessToken": "t", "ExpiresIn": lifetime}})
+        assert isinstance(answer, CognitoTokens)
+        assert answer.expires_in_s == DEFAULT_EXPIRES_IN_S
+    kept = parse_auth({"AuthenticationResult": {"AccessToken": "t", "ExpiresIn": 1.5}})
+    assert isinstance(kept, CognitoTokens)
+    assert kept.expires_in_s == 1

@@ -178,7 +178,8 @@ def parse_auth(raw: object) -> CognitoTokens | CognitoChallenge:
     if not isinstance(token, str) or not token:
         raise _missing(what, "AccessToken", "a string")
     expires = _number(result.get("ExpiresIn"))
-    expires_in_s = int(expires) if expires is not None and expires > 0 else DEFAULT_EXPIRES_IN_S
+    # Below one second int() gives 0: a token never usable, so a login before every request.
+    expires_in_s = int(expires) if expires is not None and expires >= 1 else DEFAULT_EXPIRES_IN_S
     return CognitoTokens(access_token=token, expires_in_s=expires_in_s)
 
 
