@@ -561,8 +561,11 @@ class MqttPublisher:
         with self._lock:
             if generation != self._generation:
                 return  # a newer connection has its own event queued
-            always, if_missing = self._always, self._if_missing
         with self._send_lock:
+            # Read the replay under the send lock: a sync that publishes and then calls
+            # set_replay holds it, so the picture sent here is never older than the broker's.
+            with self._lock:
+                always, if_missing = self._always, self._if_missing
             self._send([Message(self._status_topic, ONLINE, retain=True)], force=True)
             self._online.set()
             filters = [self._settings.birth_topic, refresh_filter(self._settings.base_topic)]
@@ -593,9 +596,9 @@ class MqttPublisher:
             connect_pending = connect_pending or event.kind is _Kind.CONNECTED
             self._backlog.append(event)
         if not connect_pending:
-            with self._lock:
-                always = self._always
             with self._send_lock:
+                with self._lock:
+                    always = self._always
                 self._send(always, force=True)
             _LOGGER.info(
                 "Home Assistant came online: re-sent %d messages (%d births merged)",
