@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import io
+from datetime import date
+
+import pytest
+import requests
+from pydantic import SecretStr
+from requests.structures import CaseInsensitiveDict
+
+from veolia2mqtt.veolia.client import FailedMeter, VeoliaClient
+from veolia2mqtt.veolia.errors import VeoliaConnectionError, VeoliaResponseError
 from veolia2mqtt.veolia.models import (
     DEFAULT_EXPIRES_IN_S,
     CognitoTokens,
@@ -9,6 +19,8 @@ from veolia2mqtt.veolia.models import (
     parse_daily,
     parse_monthly,
 )
+from veolia2mqtt.veolia.portals import resolve_portal
+from veolia2mqtt.veolia.simulator import Scenario, Simulator
 
 
 def test_a_huge_integer_in_a_daily_row_is_no_data():
@@ -52,3 +64,57 @@ def test_a_sub_second_token_lifetime_means_the_default_hour():
     kept = parse_auth({"AuthenticationResult": {"AccessToken": "t", "ExpiresIn": 1.5}})
     assert isinstance(kept, CognitoTokens)
     assert kept.expires_in_s == 1
+
+
+DEEP = b"[" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("route", "fault_body"),
+    [("journalieres", (200, "application/json")), ("cognito", (400, "application/x-amz-json-1.1"))],
+)
+def test_json_nested_too_deeply_is_a_veolia_error(route, fault_body):
+    # json.loads raises RecursionError, which is no ValueError: it escaped the client.
+    status, content_type = fault_body
+    sim = Simulator(Scenario(today=date(2026, 6, 10)))
+    inner = sim.adapter()
+
+    class Deep(requests.adapters.BaseAdapter):
+        def send(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+            is_route = request.method == "POST" if route == "cognito" else route in request.url
+            if not is_route:
+                return inner.send(request, *args, **kwargs)
+            response = requests.Response()
+            response.status_code = status
+            response.headers = CaseInsensitiveDict({"Content-Type": content_type})
+            response.raw = io.BytesIO(DEEP)
+            response.request = request
+            return response
+
+        def close(self) -> None:
+            inner.close()
+
+    session = requests.Session()
+    session.mount("https://", Deep())
+    client = VeoliaClient(
+        resolve_portal(
+            "eau.veolia.fr",
+            client_id=sim.scenario.client_id,
+            auth_url="https://cognito.test",
+            api_url="https://backend.test",
+        ),
+        email=sim.scenario.email,
+        password=SecretStr(sim.scenario.password),
+        session=session,
+        sleep=lambda _s: None,
+    )
+    if route == "cognito":
+        with pytest.raises(VeoliaResponseError, match="no error type"):
+            client.login()
+    else:
+        failed = [
+            r for r in client.fetch_all(today=date(2026, 6, 10)) if isinstance(r, FailedMeter)
+        ]
+        assert failed
+        assert all(isinstance(r.error, VeoliaConnectionError) for r in failed)
+        assert "malformed JSON" in str(failed[0].error)

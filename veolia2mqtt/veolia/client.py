@@ -294,7 +294,7 @@ class VeoliaClient:
         self._raise_transient(route, response)
         try:
             raw: object = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             raw = None
         error_type = cognito_error_type(raw, response.headers.get("x-amzn-ErrorType"))
         detail = self._scrub(cognito_error_message(raw) or "")
@@ -434,7 +434,8 @@ class VeoliaClient:
             raise VeoliaConnectionError(msg, status_code=status)
         try:
             value: object = json.loads(response.content)
-        except ValueError as err:
+        # RecursionError: arrays nested thousands deep are valid JSON that json cannot read.
+        except (ValueError, RecursionError) as err:
             msg = f"{route}: malformed JSON ({len(response.content)} bytes), HTTP {status}"
             raise VeoliaConnectionError(msg, status_code=status) from err
         return value
