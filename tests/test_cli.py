@@ -586,3 +586,19 @@ def test_dry_run_daemon_prints_the_sync_and_stops_on_sigterm(
     topics = parse_dry_run(result.out)
     assert json.loads(topics[f"{BASE}/bridge/state"])["status"] == "ok"
     assert "Received SIGTERM" in result.err
+
+
+@pytest.mark.integration
+def test_once_after_a_refused_login_does_not_log_in_again_until_the_config_changes(
+    cli: Callable[..., Result], tmp_path: Path, sim: Simulator, broker: Broker
+) -> None:
+    sim.fail("cognito:USER_PASSWORD_AUTH", fault="wrong_password", times=None)
+    config = write_config(tmp_path, sim, broker)
+    codes = [cli("--config", str(config), "--once").code for _ in range(3)]
+    assert codes == [3, 3, 3]
+    assert sim.stats()["cognito:USER_PASSWORD_AUTH"] == 1, (
+        "an hourly cron must not lock the account"
+    )
+    config = write_config(tmp_path, sim, broker, veolia={"password": "a-new-password"})
+    assert cli("--config", str(config), "--once").code == 3
+    assert sim.stats()["cognito:USER_PASSWORD_AUTH"] == 2, "a changed password is tried at once"

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 from contextlib import ExitStack
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
@@ -54,6 +54,8 @@ EXIT_AUTH: Final = 3
 STOP_GRACE_S: Final = 1.5
 """How long a signal waits for the worker; then the main thread says goodbye itself (the
 contract is offline published and exit within 5 s, even during a 15 s Veolia request)."""
+ONCE_AUTH_BLOCK: Final = timedelta(hours=23)
+"""After a refused login, ``--once`` does not log in again for this long (same credentials)."""
 HEALTHY_HEARTBEAT_S: Final = 180.0
 COMMANDS: Final = ("check", "clear-discovery", "health")
 
@@ -254,6 +256,18 @@ def _exit_code(err: BaseException) -> int:
 
 
 def _once(app: _App) -> int:
+    block = app.store.auth_block()
+    if block is not None and block.fingerprint == app.fingerprint:
+        retry_at = block.since + ONCE_AUTH_BLOCK
+        if utc_now() < retry_at:
+            # A cron job calling --once every hour must not walk the account into a lockout.
+            _LOGGER.error(
+                "Veolia refused these credentials at %s: no new login before %s unless the "
+                "configuration changes",
+                block.since.astimezone(app.settings.sync.zone).isoformat(timespec="minutes"),
+                retry_at.astimezone(app.settings.sync.zone).isoformat(timespec="minutes"),
+            )
+            return EXIT_AUTH
     cleanup = app.service.prime()
     app.publisher.start()
     try:
