@@ -154,17 +154,18 @@ class StateStore:
             fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=self._dir)
             os.close(fd)
             Path(probe).unlink()
-        except OSError as err:
+        # ValueError: a path with a NUL character (a YAML "\0"), which no system call takes.
+        except (OSError, ValueError) as err:
             self._go_in_memory(err)
 
-    def _go_in_memory(self, err: OSError) -> None:
+    def _go_in_memory(self, err: OSError | ValueError) -> None:
         if not self._in_memory:
             self._in_memory = True
             _LOGGER.warning(
                 "State directory %s cannot be written (%s): keeping state in memory only; the "
                 "token, the last sync and the published values will not survive a restart",
                 self._dir,
-                err.strerror or err.__class__.__name__,
+                getattr(err, "strerror", None) or err.__class__.__name__,
             )
 
     def _load_state(self) -> None:
@@ -562,7 +563,7 @@ class StateStore:
         """Seconds since the daemon last marked itself alive, or ``None``; reads no state."""
         try:
             touched = (self._dir / HEARTBEAT_FILE).stat().st_mtime
-        except OSError:
+        except (OSError, ValueError):
             return None
         return max(self._clock() - touched, 0.0)
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
-from datetime import date
+import logging
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 import requests
 from pydantic import SecretStr
 from requests.structures import CaseInsensitiveDict
 
+from veolia2mqtt.state import StateStore
 from veolia2mqtt.veolia.client import FailedMeter, VeoliaClient
 from veolia2mqtt.veolia.errors import VeoliaConnectionError, VeoliaResponseError
 from veolia2mqtt.veolia.models import (
@@ -118,3 +121,16 @@ def test_json_nested_too_deeply_is_a_veolia_error(route, fault_body):
         assert failed
         assert all(isinstance(r.error, VeoliaConnectionError) for r in failed)
         assert "malformed JSON" in str(failed[0].error)
+
+
+def test_a_state_dir_with_a_nul_character_runs_in_memory(caplog):
+    # YAML reads state_dir: "a\0b" as a path with a NUL; mkdir raised ValueError out of load().
+    store = StateStore(Path("state\0dir"))
+    with caplog.at_level(logging.WARNING):
+        store.load()
+    assert store.in_memory
+    assert "cannot be written" in caplog.text
+    store.set_last_sync(datetime(2026, 6, 10, tzinfo=UTC))
+    store.flush()
+    store.touch_heartbeat()
+    assert store.heartbeat_age_s() is None
