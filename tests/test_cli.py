@@ -378,7 +378,7 @@ def test_health_follows_the_heartbeat(cli: Callable[..., Result], tmp_path: Path
     fresh = cli("--config", str(config), "health")
     assert fresh.code == 0
     assert "healthy" in fresh.out
-    old = time.time() - 600
+    old = time.time() - 3600
     os.utime(tmp_path / "state" / "heartbeat", (old, old))
     stale = cli("--config", str(config), "health")
     assert stale.code == 1

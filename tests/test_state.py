@@ -692,3 +692,15 @@ def test_damaged_state_in_read_only_dir_is_left_alone(
 
 def test_state_dir_property(tmp_path: Path) -> None:
     assert StateStore(tmp_path / "x").state_dir == tmp_path / "x"
+
+
+def test_heartbeat_survives_an_unwritable_state_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way", encoding="utf-8")
+    store = StateStore(blocker / "state")
+    store.load()
+    assert store.in_memory
+    store.touch_heartbeat()
+    age = StateStore(blocker / "state").heartbeat_age_s()
+    assert age is not None
+    assert age < 5

@@ -56,7 +56,8 @@ STOP_GRACE_S: Final = 1.5
 contract is offline published and exit within 5 s, even during a 15 s Veolia request)."""
 ONCE_AUTH_BLOCK: Final = timedelta(hours=23)
 """After a refused login, ``--once`` does not log in again for this long (same credentials)."""
-HEALTHY_HEARTBEAT_S: Final = 180.0
+HEALTHY_HEARTBEAT_S: Final = 600.0
+"""A sync in progress does not refresh the heartbeat; a slow Veolia may take minutes."""
 COMMANDS: Final = ("check", "clear-discovery", "health")
 
 

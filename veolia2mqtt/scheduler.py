@@ -280,6 +280,8 @@ class Daemon:
     def _run(self, reason: str, *, refresh: bool = False) -> None:
         _LOGGER.info("Sync starting (%s)", reason)
         self.runs += 1
+        if self._heartbeat is not None:
+            self._heartbeat()
         try:
             outcome = self.sync()
         except Exception:

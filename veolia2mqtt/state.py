@@ -20,6 +20,7 @@ once by :meth:`StateStore.save_token_record`, and a new salt by :meth:`StateStor
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -545,27 +546,41 @@ class StateStore:
 
     # -- heartbeat --------------------------------------------------------------------------
 
+    def _heartbeat_paths(self) -> tuple[Path, Path]:
+        """The heartbeat in ``state_dir``, and its stand-in in the temp dir.
+
+        The stand-in serves when ``state_dir`` is unwritable: the daemon then keeps running in
+        memory, and must not look dead to the health check for it.
+        """
+        key = hashlib.sha256(str(self._dir.absolute()).encode("utf-8")).hexdigest()[:16]
+        return self._dir / HEARTBEAT_FILE, Path(tempfile.gettempdir()) / f"veolia2mqtt-{key}.beat"
+
     def touch_heartbeat(self) -> None:
         """Mark the daemon alive (the health check reads the file's age)."""
         with self._lock:
             self._ensure_loaded()
-            if self._in_memory:
-                return
-            path = self._dir / HEARTBEAT_FILE
+            main, fallback = self._heartbeat_paths()
             now = self._clock()
-            try:
-                path.touch(mode=0o644)
-                os.utime(path, (now, now))
-            except OSError as err:
-                self._go_in_memory(err)
+            for path in (fallback,) if self._in_memory else (main, fallback):
+                try:
+                    path.touch(mode=0o644)
+                    os.utime(path, (now, now))
+                except OSError as err:
+                    if path == main:
+                        self._go_in_memory(err)
+                        continue
+                    _LOGGER.debug("Cannot touch the heartbeat %s: %s", path, err.strerror)
+                return
 
     def heartbeat_age_s(self) -> float | None:
         """Seconds since the daemon last marked itself alive, or ``None``; reads no state."""
-        try:
-            touched = (self._dir / HEARTBEAT_FILE).stat().st_mtime
-        except (OSError, ValueError):
-            return None
-        return max(self._clock() - touched, 0.0)
+        ages = []
+        for path in self._heartbeat_paths():
+            try:
+                ages.append(max(self._clock() - path.stat().st_mtime, 0.0))
+            except (OSError, ValueError):
+                continue
+        return min(ages, default=None)
 
 
 # -- (de)serialisation helpers --------------------------------------------------------------
