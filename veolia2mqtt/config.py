@@ -105,7 +105,12 @@ class TlsSettings(_Section):
     @field_validator("ca_file", "certfile", "keyfile")
     @classmethod
     def _readable(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
+        try:
+            found = value is None or value.is_file()
+        except OSError as err:  # e.g. a name too long for the filesystem
+            msg = f"cannot read {str(value)[:80]!r}: {err.strerror}"
+            raise ValueError(msg) from None
+        if not found:
             msg = f"file not found: {value}"
             raise ValueError(msg)
         return value
@@ -158,8 +163,9 @@ class SyncSettings(_Section):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            msg = f"unknown time zone {value!r} (expected an IANA name such as Europe/Paris)"
+        # OSError: a name longer than the filesystem allows when tzdata looks for the file.
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            msg = f"unknown time zone {value[:80]!r} (expected an IANA name such as Europe/Paris)"
             raise ValueError(msg) from None
         return value
 
@@ -316,6 +322,9 @@ class _FileVariablesSource(PydanticBaseSettingsSource):
             except OSError as err:
                 msg = f"{dotted}: cannot read the file named by {name}: {err.strerror}"
                 raise ConfigError([msg]) from None
+            except UnicodeDecodeError:
+                msg = f"{dotted}: the file named by {name} is not UTF-8 text"
+                raise ConfigError([msg]) from None
             node = values
             for key in keys[:-1]:
                 node = node.setdefault(key, {})
@@ -329,8 +338,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as err:
         msg = f"{path}: cannot read the configuration file: {err.strerror}"
         raise ConfigError([msg]) from None
+    except UnicodeDecodeError as err:
+        msg = f"{path}: the configuration file is not UTF-8 text (byte {err.start})"
+        raise ConfigError([msg]) from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        msg = f"{path}: invalid YAML: nested too deeply"
+        raise ConfigError([msg]) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -342,6 +357,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         msg = f"{path}: the top level must be a mapping of sections (veolia, mqtt, ...)"
         raise ConfigError([msg])
+    # Settings(**data) needs text keys; `1: x` would raise TypeError there.
+    odd = [f"{key!r}: unknown key" for key in data if not isinstance(key, str)]
+    if odd:
+        raise ConfigError(odd)
     return data
 
 
@@ -382,7 +401,7 @@ def load_settings(path: str | Path | None = None, *, require_credentials: bool =
     """
     file, explicit = config_path(path)
     data: dict[str, Any] = {}
-    if file.is_file() or explicit:
+    if explicit or file.is_file():
         data = _read_yaml(file)
     try:
         settings = Settings(**data)

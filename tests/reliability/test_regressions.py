@@ -12,6 +12,8 @@ import requests
 from pydantic import SecretStr
 from requests.structures import CaseInsensitiveDict
 
+from veolia2mqtt.config import load_settings
+from veolia2mqtt.errors import ConfigError
 from veolia2mqtt.state import StateStore
 from veolia2mqtt.veolia.client import FailedMeter, VeoliaClient
 from veolia2mqtt.veolia.errors import VeoliaConnectionError, VeoliaResponseError
@@ -133,4 +135,44 @@ def test_a_state_dir_with_a_nul_character_runs_in_memory(caplog):
     store.set_last_sync(datetime(2026, 6, 10, tzinfo=UTC))
     store.flush()
     store.touch_heartbeat()
-    assert store.heartbeat_age_s() is None
+    store.heartbeat_age_s()  # never raises
+
+
+def _config(tmp_path: Path, content: bytes) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"1: x\n", "1: unknown key"),  # was TypeError: keywords must be strings
+        (b"\xff\xfe veolia: {}\n", "not UTF-8 text"),  # was UnicodeDecodeError
+        (b"a: " + b"[" * 10_000, "nested too deeply"),  # was RecursionError
+        (
+            b"mqtt: {tls: {ca_file: " + b"a" * 300 + b"}}\n",
+            "mqtt.tls.ca_file: cannot read",
+        ),  # OSError
+        (b"sync: {timezone: " + b"a" * 300 + b"}\n", "sync.timezone: unknown time zone"),  # OSError
+    ],
+    ids=["number-key", "not-utf8", "deep", "long-ca-file", "long-timezone"],
+)
+def test_odd_configuration_files_are_config_errors(tmp_path, content, said):
+    with pytest.raises(ConfigError) as err:
+        load_settings(_config(tmp_path, content), require_credentials=False)
+    assert said in str(err.value)
+
+
+def test_a_file_secret_that_is_not_utf8_is_a_config_error(tmp_path, monkeypatch):
+    secret = tmp_path / "password"
+    secret.write_bytes(b"\xffs3cret")
+    monkeypatch.setenv("VEOLIA2MQTT_VEOLIA__PASSWORD_FILE", str(secret))
+    with pytest.raises(ConfigError, match="is not UTF-8 text") as err:
+        load_settings(_config(tmp_path, b""), require_credentials=False)
+    assert "s3cret" not in str(err.value)
+
+
+def test_a_config_path_too_long_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        load_settings(tmp_path / ("a" * 300), require_credentials=False)
