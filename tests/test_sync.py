@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -641,3 +642,27 @@ def test_the_replay_holds_the_new_picture_before_the_publish(tmp_path: Path) -> 
     assert state["reading_date"] == latest["date"].isoformat()  # type: ignore[attr-defined]
     assert json.loads(replay[f"{BASE}/bridge/state"])["status"] == "ok"
     assert json.loads(replay[f"{BASE}/bridge/state"])["last_success"] == state["last_sync"]
+
+
+def test_a_dormant_meter_does_not_start_the_hourly_catch_up(tmp_path: Path) -> None:
+    base = Scenario.demo(today=TODAY)
+    silent = dataclasses.replace(base.contracts[0], lag_days=10)
+    scenario = dataclasses.replace(base, contracts=(silent,))
+    sim = demo_sim(scenario=scenario)
+    rig = Rig(sim, settings_for(tmp_path), Console().publisher)
+    assert rig.service.run_once().outcome is Outcome.NEW_DAY
+    sim.advance(timedelta(minutes=20))
+    second = rig.service.run_once()
+    assert second.new_days == 0
+    # Ten days without data: wait for the daily slot rather than sync every hour until 22:00.
+    assert second.outcome is Outcome.NEW_DAY
+
+
+def test_a_meter_two_days_behind_starts_the_catch_up(tmp_path: Path) -> None:
+    base = Scenario.demo(today=TODAY)
+    late = dataclasses.replace(base.contracts[0], lag_days=3)
+    sim = demo_sim(scenario=dataclasses.replace(base, contracts=(late,)))
+    rig = Rig(sim, settings_for(tmp_path), Console().publisher)
+    rig.service.run_once()
+    sim.advance(timedelta(minutes=20))
+    assert rig.service.run_once().outcome is Outcome.NO_NEW_DAY

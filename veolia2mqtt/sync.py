@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 _FINGERPRINT_ROUNDS: Final = 20_000
+CATCH_UP_MAX_AGE_DAYS: Final = 7
+"""A latest reading older than this no longer triggers the hourly catch-up."""
 _RETRY_ACTION: Final = (
     "nothing to do if it is temporary: veolia2mqtt retries at 5, 15 and 45 minutes, "
     "then hourly until the next daily slot"
@@ -468,8 +470,13 @@ class SyncService:
                 _LOGGER.warning("Meter %s: %s", number, note)
             batch.new_days += update.new_day
             reading = update.values.reading_date
-            # Catch up only for a meter that has data but not yesterday's yet.
-            if not update.new_day and reading is not None and (today - reading).days > 1:
+            # Catch up only for a meter that has data but not yesterday's yet; a meter silent for
+            # more than a week is dormant and waits for the daily slot instead of hourly syncs.
+            if (
+                not update.new_day
+                and reading is not None
+                and 1 < (today - reading).days <= CATCH_UP_MAX_AGE_DAYS
+            ):
                 batch.stale = True
             batch.messages.extend(self._changed_messages(data.meter, previous, update.values, now))
             batch.updates[number] = update.values
