@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from paho.mqtt import publish
 
 from tests.helpers.broker import Broker, Collector, retained_snapshot, wait_until
 from veolia2mqtt import __version__, scheduler
@@ -602,3 +604,37 @@ def test_once_after_a_refused_login_does_not_log_in_again_until_the_config_chang
     config = write_config(tmp_path, sim, broker, veolia={"password": "a-new-password"})
     assert cli("--config", str(config), "--once").code == 3
     assert sim.stats()["cognito:USER_PASSWORD_AUTH"] == 2, "a changed password is tried at once"
+
+
+@pytest.mark.integration
+def test_clear_discovery_finds_what_a_lost_state_dir_forgot(
+    cli: Callable[..., Result], tmp_path: Path, sim: Simulator, broker: Broker
+) -> None:
+    config = write_config(tmp_path, sim, broker)
+    assert cli("--config", str(config), "--once").code == 0
+    # Someone else's retained topics must survive the clean-up.
+    publish.single(
+        "homeassistant/sensor/other_device/temp/config",
+        "{}",
+        retain=True,
+        hostname=broker.host,
+        port=broker.port,
+    )
+    shutil.rmtree(tmp_path / "state")
+    assert cli("--config", str(config), "clear-discovery").code == 0
+    left = retained_snapshot(broker.host, broker.port, settle_s=0.3)
+    assert left == {"homeassistant/sensor/other_device/temp/config": "{}"}, left
+
+
+@pytest.mark.integration
+def test_a_new_base_topic_clears_what_the_old_one_left(
+    cli: Callable[..., Result], tmp_path: Path, sim: Simulator, broker: Broker
+) -> None:
+    old = write_config(tmp_path, sim, broker)
+    assert cli("--config", str(old), "--once").code == 0
+    new = write_config(tmp_path, sim, broker, mqtt={"base_topic": "water"})
+    assert cli("--config", str(new), "--once").code == 0
+    held = retained_snapshot(broker.host, broker.port, settle_s=0.3)
+    leftovers = sorted(t for t in held if t.startswith(f"{BASE}/"))
+    assert leftovers == [], leftovers
+    assert "water/i19fa051732/index" in held

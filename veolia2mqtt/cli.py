@@ -32,6 +32,7 @@ from veolia2mqtt.config import (
 from veolia2mqtt.errors import ConfigError, Veolia2MqttError
 from veolia2mqtt.mqtt.messages import Message
 from veolia2mqtt.mqtt.publisher import MqttPublisher
+from veolia2mqtt.mqtt.topics import PREFIX as DEVICE_PREFIX
 from veolia2mqtt.mqtt.topics import status_topic
 from veolia2mqtt.scheduler import Daemon, DaemonExit, Outcome, Planner, Wakeup, slot_time
 from veolia2mqtt.state import StateStore
@@ -362,12 +363,37 @@ def _clear_discovery(settings: Settings) -> int:
     try:
         # The connect itself published "online": the status topic is emptied last.
         status = Message(status_topic(settings.mqtt.base_topic), "", retain=True)
-        sent = publisher.publish([*service.clear_everything(), status])
+        known = service.clear_everything()
+        # A lost state_dir forgets what was published: ask the broker what it still holds.
+        listed = {m.topic for m in known} | {status.topic}
+        found = [
+            Message(topic, "", retain=True)
+            for topic in publisher.retained_topics(_our_topic_filters(settings))
+            if topic not in listed and _is_ours(topic, settings)
+        ]
+        sent = publisher.publish([*known, *found, status])
     finally:
         publisher.stop()
     store.flush()
     print(f"cleared {sent} retained topic(s)", file=sys.stdout)
     return EXIT_OK
+
+
+def _our_topic_filters(settings: Settings) -> list[str]:
+    prefix, base = settings.mqtt.discovery_prefix, settings.mqtt.base_topic
+    filters = [f"{prefix}/+/+/config", f"{prefix}/+/+/+/config", f"{base}/#"]
+    link = settings.jeedom.mqtt2_link_topic
+    if link is not None:
+        filters += [f"{link}/discovery/eqLogic/+", f"{link}/cmd/event/+"]
+    return filters
+
+
+def _is_ours(topic: str, settings: Settings) -> bool:
+    """Whether a retained topic found on the broker was published by veolia2mqtt."""
+    prefix = f"{settings.mqtt.discovery_prefix}/"
+    if topic.startswith(prefix):
+        return any(part.startswith(f"{DEVICE_PREFIX}_") for part in topic.split("/")[2:-1])
+    return True
 
 
 class _NoAccount:

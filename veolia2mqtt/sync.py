@@ -26,7 +26,7 @@ from veolia2mqtt.mqtt.messages import (
     build_value_messages,
     clear_meter_states,
 )
-from veolia2mqtt.mqtt.topics import meter_slug
+from veolia2mqtt.mqtt.topics import meter_slug, status_topic
 from veolia2mqtt.scheduler import Outcome
 from veolia2mqtt.state import AuthBlock, StateStore, StoredToken, SyncAttempt
 from veolia2mqtt.veolia.client import CachedToken, FailedMeter, MeterData
@@ -304,7 +304,8 @@ class SyncService:
         attempt = self._store.last_attempt()
         always, if_missing = self._replay(None if attempt is None else attempt.at)
         self._publisher.set_replay(always, if_missing)
-        current = {m.topic for m in always if _is_discovery(m, self._settings)}
+        current = {m.topic for m in (*always, *if_missing)}
+        current.add(status_topic(self._settings.mqtt.base_topic))
         ghosts: list[Message] = []
         for number in list(self._store.all_values()):
             if not self._settings.meter_override(number).enabled:
@@ -522,7 +523,10 @@ class SyncService:
         for number in gone:
             store.forget_meter(number)
         self._forget_disabled()
-        published = {m.topic for m in messages if m.payload and _is_discovery(m, self._settings)}
+        # Every retained topic is remembered, so that a change of base_topic, discovery mode or
+        # link topic clears what the old configuration left on the broker.
+        published = {m.topic for m in messages if m.payload and m.retain}
+        published.add(status_topic(self._settings.mqtt.base_topic))
         cleared = {m.topic for m in messages if not m.payload}
         store.add_published_topics(published)
         store.remove_published_topics(cleared)
@@ -618,14 +622,6 @@ class SyncService:
 
 _CHALLENGES: Final = frozenset({"SMS_MFA", "EMAIL_OTP", "SOFTWARE_TOKEN_MFA", "SELECT_MFA_TYPE"})
 """Cognito challenge names, as kept in the auth block's ``reason``."""
-
-
-def _is_discovery(message: Message, settings: Settings) -> bool:
-    prefix = f"{settings.mqtt.discovery_prefix}/"
-    link = settings.jeedom.mqtt2_link_topic
-    return message.topic.startswith(prefix) or (
-        link is not None and message.topic.startswith(f"{link}/discovery/")
-    )
 
 
 def _unique(messages: Iterable[Message]) -> list[Message]:

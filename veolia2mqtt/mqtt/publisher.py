@@ -170,6 +170,8 @@ class MqttPublisher:
         self._subacks: set[int] = set()
         self._readback_topics: frozenset[str] = frozenset()
         self._readback: dict[str, bytes] = {}
+        self._scan_filters: tuple[str, ...] = ()
+        self._scan: dict[str, bytes] = {}
         self._sent_count = 0
         self._connect_count = 0
         self._replay_count = 0
@@ -295,6 +297,33 @@ class MqttPublisher:
         client.loop_start()
         self._await_connack()
         self._shutdown(loop_started=True)
+
+    def retained_topics(self, filters: Sequence[str], *, settle_s: float = 2.0) -> list[str]:
+        """The topics under ``filters`` on which the broker holds a retained message.
+
+        Used by ``clear-discovery`` to find what a lost ``state_dir`` no longer remembers. The
+        broker sends retained messages right after the subscription; ``settle_s`` bounds the
+        wait for them.
+
+        Raises:
+            MqttPublishError: not connected, or the subscription was not acknowledged.
+        """
+        with self._changed:
+            self._scan = {}
+            self._scan_filters = tuple(filters)
+        try:
+            self._subscribe(list(filters))
+            self._stopping.wait(settle_s)
+            with self._changed:
+                found = sorted(self._scan)
+        finally:
+            with self._changed:
+                self._scan_filters = ()
+                self._scan = {}
+            client = self._client
+            if client is not None:
+                client.unsubscribe(list(filters))
+        return found
 
     def stop(self) -> None:
         """Publish ``offline`` (unless disabled), disconnect and stop both threads."""
@@ -512,6 +541,12 @@ class MqttPublisher:
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: MQTTMessage) -> None:
         topic = msg.topic
         with self._changed:
+            if self._scan_filters and any(
+                mqtt.topic_matches_sub(pattern, topic) for pattern in self._scan_filters
+            ):
+                if msg.retain and msg.payload:
+                    self._scan[topic] = bytes(msg.payload)
+                return
             if topic in self._readback_topics:
                 if msg.retain:
                     self._readback[topic] = bytes(msg.payload)
