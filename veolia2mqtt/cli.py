@@ -39,12 +39,12 @@ from veolia2mqtt.state import StateStore
 from veolia2mqtt.sync import SyncService, TokenStoreAdapter, credentials_fingerprint, utc_now
 from veolia2mqtt.veolia.client import FailedMeter, MeterData, VeoliaClient
 from veolia2mqtt.veolia.errors import VeoliaAuthError
-from veolia2mqtt.veolia.simulator import Scenario, Simulator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from veolia2mqtt.mqtt.messages import Publisher
+    from veolia2mqtt.veolia.simulator import Simulator
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -501,6 +501,9 @@ def _main(
 def _isolated(args: argparse.Namespace, settings: Settings, stack: ExitStack) -> Settings:
     """``settings`` for ``--demo`` (the simulator) and ``--dry-run`` (a throw-away state)."""
     if args.demo:
+        # Imported here: the simulator (and http.server) costs 2 MiB that only --demo needs.
+        from veolia2mqtt.veolia.simulator import Scenario, Simulator  # noqa: PLC0415
+
         sim = stack.enter_context(Simulator(Scenario.demo()))
         demo_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         _LOGGER.info("Demo mode: simulated Veolia account at %s", sim.base_url)
