@@ -122,6 +122,8 @@ class Stack:
     publisher_factory: Callable[..., Publisher] | None = None
     runs: list[Run] = field(default_factory=list)
     sleeps: list[float] = field(default_factory=list)
+    after_run: Callable[[Run], None] | None = None
+    """Called after each sync the daemon ran (the soak's ledger)."""
 
     def __post_init__(self) -> None:
         self.wakeup = Wakeup()
@@ -224,7 +226,10 @@ class Stack:
 
     def _run_sync(self) -> Outcome:
         outcome = self.service()
-        self.runs.append(Run(self.clock(), outcome))
+        run = Run(self.clock(), outcome)
+        self.runs.append(run)
+        if self.after_run is not None:
+            self.after_run(run)
         return outcome
 
     def stop(self) -> None:
