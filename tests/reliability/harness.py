@@ -120,6 +120,7 @@ class Stack:
     transport: str = "http"
     mqtt_extra: dict[str, Any] = field(default_factory=dict)
     publisher_factory: Callable[..., Publisher] | None = None
+    publisher_options: dict[str, Any] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     sleeps: list[float] = field(default_factory=list)
     after_run: Callable[[Run], None] | None = None
@@ -180,7 +181,7 @@ class Stack:
             rng=lambda: 0.5,
         )
         factory = self.publisher_factory or MqttPublisher
-        self.publisher = factory(settings.mqtt, **FAST_MQTT)
+        self.publisher = factory(settings.mqtt, **{**FAST_MQTT, **self.publisher_options})
         self.fingerprint = credentials_fingerprint(settings, self.store.salt())
         self.service = SyncService(
             self.client,

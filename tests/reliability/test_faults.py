@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
@@ -116,6 +118,41 @@ def test_broker_restarts_mid_run_without_persistence(make_stack, sim, broker, wa
 
     stack.run_until(paris(DAY2, 12))
     assert [r.outcome for r in stack.runs] == [Outcome.NEW_DAY, Outcome.NEW_DAY]
+    assert_truth(broker, sim)
+    assert_history(watch, sim)
+
+
+def test_broker_hangs_mid_publish_then_resumes(make_stack, sim, broker, watch):
+    stack = day_one(make_stack, publisher_options={"ack_timeout_s": 1.0})
+    just_before_day2_slot(stack)
+    assert broker._proc is not None
+    os.kill(broker._proc.pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        stack.run_until(paris(DAY2, 6, 5))
+    finally:
+        os.kill(broker._proc.pid, signal.SIGCONT)
+    assert stack.runs[-1].outcome is Outcome.TRANSIENT, "unacknowledged: not remembered"
+    assert stack.store.values(HOUSE).reading_date == DAY1 - timedelta(days=2)  # type: ignore[union-attr]
+    still_planned(stack)
+
+    stack.run_until(paris(DAY2, 12))
+    assert stack.runs[-1].outcome is Outcome.NEW_DAY
+    assert_truth(broker, sim)
+    assert_history(watch, sim)
+
+
+def test_the_clock_jumps_back_then_forward(make_stack, sim, broker, watch, clock):
+    stack = day_one(make_stack)
+    clock.set(paris(DAY1, 3, 0))  # NTP pulls the clock 4 hours back
+    stack.run_until(paris(DAY1, 5, 0))
+    assert len(stack.runs) == 1, "no sync repeated because time went back"
+    clock.set(paris(DAY3 + timedelta(days=3), 15, 0))  # a suspended host wakes up days later
+    stack.tick()
+    assert len(stack.runs) == 2, "one catch-up sync, not one per missed slot"
+    assert stack.runs[-1].outcome is Outcome.NEW_DAY
+    assert_truth(broker, sim)
+    stack.run_until(paris(DAY3 + timedelta(days=4), 12))
+    assert [r.outcome for r in stack.runs] == [Outcome.NEW_DAY] * 3
     assert_truth(broker, sim)
     assert_history(watch, sim)
 
@@ -263,7 +300,9 @@ def test_an_answer_slower_than_the_client_timeout(make_stack, sim, broker, watch
 
 
 @pytest.mark.parametrize(
-    ("status", "said"), [(503, "server error (HTTP 503)"), (200, "HTML page instead of JSON")]
+    ("status", "said"),
+    [(503, "server error (HTTP 503)"), (200, "HTML page instead of JSON")],
+    ids=["503", "200"],
 )
 def test_html_maintenance_page(make_stack, sim, broker, watch, status, said):
     stack = day_one(make_stack)
@@ -563,7 +602,6 @@ def test_corrupt_state_file(make_stack, sim, broker, watch, tmp_path, caplog, co
 # -- time --------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_dst_days_one_sync_a_day(make_stack, sim, broker, watch, clock):
     # A 02:30 slot falls in the spring gap and twice in the autumn fold of 2026.
     stack = None

@@ -177,6 +177,11 @@ def test_a_faulty_week_at_debug_leaks_no_secret(
         "mqtt": leaks(payloads, secrets),
         "state files": leaks(files, secrets),
     }
+    print(
+        f"\nsecurity: {len(secrets)} secrets hunted in {len(keep.lines)} log lines, "
+        f"{len(errors)} error texts, {len(payloads)} MQTT topics and payloads, {len(files)} files: "
+        f"{sum(len(v) for v in found.values())} found"
+    )
     assert found == {"log lines": [], "errors": [], "mqtt": [], "state files": []}
 
     # The token cache: the current access token only, readable by its owner only.
@@ -186,3 +191,9 @@ def test_a_faulty_week_at_debug_leaks_no_secret(
     current = json.loads(text)["access_token"]
     assert current in sim.issued_tokens()
     assert leaks([text], [s for s in secrets if s != current]) == []
+
+
+def test_the_hunt_finds_a_planted_secret():
+    # The negative control: the same matcher catches a secret when there is one.
+    planted = ["Logging in as jean.dupont@example.fr", "Authorization: Bearer eyJabc.def"]
+    assert len(leaks(planted, ["jean.dupont@example.fr", "eyJabc.def", "absent"])) == 2
