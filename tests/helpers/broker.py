@@ -69,7 +69,7 @@ class Broker:
         assert MOSQUITTO is not None
         conf = self._write_conf()
         log = (self.workdir / f"mosquitto-{self.port}.log").open("ab")
-        self._proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)  # noqa: S603
+        self._proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
         log.close()
 
         def listening() -> bool:
@@ -134,13 +134,13 @@ class Collector:
         if self.username is not None:
             client.username_pw_set(self.username, self.password)
 
-        def on_connect(c, _u, _f, _rc, _p):  # noqa: ANN001, ANN202
+        def on_connect(c, _u, _f, _rc, _p):
             c.subscribe([(t, 1) for t in self.topics])
 
-        def on_subscribe(_c, _u, _mid, _rc, _p):  # noqa: ANN001, ANN202
+        def on_subscribe(_c, _u, _mid, _rc, _p):
             subscribed.set()
 
-        def on_message(_c, _u, msg):  # noqa: ANN001, ANN202
+        def on_message(_c, _u, msg):
             with self._changed:
                 self.messages.append(msg)
                 self._changed.notify_all()
@@ -193,7 +193,9 @@ class Collector:
                 self._changed.wait(min(remaining, 0.2))
 
 
-def retained_snapshot(host: str, port: int, topic_filter: str = "#", settle_s: float = 1.0) -> dict[str, str]:
+def retained_snapshot(
+    host: str, port: int, topic_filter: str = "#", settle_s: float = 1.0
+) -> dict[str, str]:
     """A fresh subscriber's view of the retained messages under ``topic_filter``."""
     with Collector(host, port, (topic_filter,)) as col:
         threading.Event().wait(settle_s)
