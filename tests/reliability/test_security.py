@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.helpers.broker import Broker, Collector
+from tests.helpers.broker import MOSQUITTO, Broker, Collector
 from tests.reliability.harness import FakeClock, Stack, paris
 from veolia2mqtt.state import STATE_FILE, TOKEN_FILE
 from veolia2mqtt.veolia.errors import VeoliaError
@@ -44,8 +44,8 @@ DAY1 = date(2026, 6, 10)
 def auth_broker(tmp_path: Path) -> Iterator[Broker]:
     """A mosquitto that wants a username and password."""
     passwd = shutil.which("mosquitto_passwd")
-    if passwd is None:
-        pytest.skip("mosquitto_passwd is not installed")
+    if MOSQUITTO is None or passwd is None:
+        pytest.skip("mosquitto and mosquitto_passwd are needed (.ci/run installs them)")
     password_file = tmp_path / "passwords"
     subprocess.run([passwd, "-c", "-b", str(password_file), MQTT_USER, MQTT_PASSWORD], check=True)
     password_file.chmod(0o600)
