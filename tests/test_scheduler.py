@@ -529,3 +529,20 @@ def test_wakeup_reset_forgets_a_stop() -> None:
     wakeup.refresh("b")
     assert wakeup.take_refreshes() == ["a", "b"]
     assert wakeup.take_refreshes() == []
+
+
+def test_refused_before_the_slot_waits_for_the_next_days_slot_even_across_a_restart() -> None:
+    day = date(2026, 6, 10)
+    planner = Planner(slot=time(6, 5), zone=PARIS)
+    refused = paris(day, 3, 0)  # the start-up sync, before the day's slot
+    after = planner.after(Outcome.AUTH_REFUSED, refused)
+    assert after.due == paris(day + timedelta(days=1), 6, 5)
+    restarted = Planner(slot=time(6, 5), zone=PARIS)
+    decision = restarted.initial(paris(day, 5, 0), last_success=None, blocked_since=refused)
+    assert decision.due == paris(day + timedelta(days=1), 6, 5)
+    # The next day, the block has run out: the start-up sync tries again.
+    later = Planner(slot=time(6, 5), zone=PARIS)
+    retry = later.initial(
+        paris(day + timedelta(days=1), 7, 0), last_success=None, blocked_since=refused
+    )
+    assert retry.due == paris(day + timedelta(days=1), 7, 0)

@@ -125,14 +125,24 @@ class Planner:
         if not self.pinned:
             midnight = datetime.combine(now.astimezone(self.zone).date(), time(0), self.zone)
             latest = midnight.astimezone(UTC)
-        if blocked_since is not None and blocked_since >= latest:
-            return self._set(
-                next_slot(now, self.slot, self.zone),
-                "credentials were refused since the last slot",
-            )
+        if blocked_since is not None:
+            retry = self._after_refusal(blocked_since)
+            if retry > now:
+                return self._set(retry, "credentials were refused: waiting for the next day's slot")
         if last_success is None or last_success < latest:
             return self._set(now, "no successful sync since the latest slot")
         return self._set(next_slot(now, self.slot, self.zone), "already synced since the slot")
+
+    def _after_refusal(self, refused_at: datetime) -> datetime:
+        """The first slot on a later local day: at most one login attempt a day when refused.
+
+        A start-up sync refused before the day's slot must not try again at that slot.
+        """
+        upcoming = next_slot(refused_at.astimezone(UTC), self.slot, self.zone)
+        day = refused_at.astimezone(self.zone).date()
+        if upcoming.astimezone(self.zone).date() == day:
+            upcoming = slot_on(day + timedelta(days=1), self.slot, self.zone).astimezone(UTC)
+        return upcoming
 
     def after(self, outcome: Outcome, now: datetime, *, refresh: bool = False) -> Decision:
         """The next due time after a sync attempt that ended with ``outcome`` at ``now``.
@@ -148,7 +158,8 @@ class Planner:
             return kept
         if outcome is Outcome.AUTH_REFUSED:
             self._failures = 0
-            return self._set(upcoming, "credentials refused: waiting for the next slot")
+            retry = self._after_refusal(now)
+            return self._set(retry, "credentials refused: waiting for the next day's slot")
         if outcome is Outcome.TRANSIENT:
             delay = (
                 RETRY_DELAYS[self._failures]

@@ -378,7 +378,9 @@ def test_token_expiry_mid_sync(make_stack, sim, broker, watch, status):
     sim.fail("facturation", fault="token_expired", status=status, times=1)
     stack.run_until(paris(DAY2, 12))
     assert [r.outcome for r in stack.runs] == [Outcome.NEW_DAY, Outcome.NEW_DAY]
-    assert stack.logins == 3, "day 1, day 2, and one forced re-login"
+    assert stack.logins == 1, "one password sign-in, on day 1"
+    renewals = sim.stats()["cognito:REFRESH_TOKEN_AUTH"]
+    assert renewals == 2, "day 2 and the forced re-login renew with the refresh token"
     assert_truth(broker, sim)
     assert_history(watch, sim)
 
@@ -400,6 +402,8 @@ def refused_week(
 ) -> dict[str, object]:
     """A week with the login refused: one attempt a day, a refresh and a restart ignored."""
     just_before_day2_slot(stack)
+    # The account must authenticate again: the session's refresh token is refused as well.
+    sim.fail("cognito:REFRESH_TOKEN_AUTH", fault="wrong_password", times=None)
     sim.fail("cognito:USER_PASSWORD_AUTH", fault=fault, times=None, **options)
     day1_values = values_of(snapshot(broker), HOUSE)
     for offset in range(1, 8):
@@ -455,11 +459,6 @@ def test_challenge_logs_in_at_most_once_a_day_and_says_what_to_do(make_stack, si
     assert_history(watch, sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: started before the configured slot, a refused login is tried again at the "
-    "slot the same day (scheduler.py Planner.after, AUTH_REFUSED -> next_slot of today)",
-)
 def test_wrong_password_from_a_start_before_the_slot_tries_once_that_day(
     make_stack, sim, broker, clock
 ):
@@ -470,12 +469,6 @@ def test_wrong_password_from_a_start_before_the_slot_tries_once_that_day(
     assert set(logins_per_day(sim).values()) == {1}, logins_per_day(sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: every hourly catch-up (and hourly retry) signs in with the password again: "
-    "the 1 h interval always lands just past the 1 h token's 59 min usable window "
-    "(veolia/client.py _valid_token / scheduler.py CATCH_UP_INTERVAL)",
-)
 def test_a_catch_up_day_signs_in_with_the_password_once(make_stack, sim, broker):
     stack = day_one(make_stack)
     stack.run_until(paris(DAY2, 0, 0))
@@ -483,7 +476,10 @@ def test_a_catch_up_day_signs_in_with_the_password_once(make_stack, sim, broker)
         sim.set_lag(number, 3)  # nothing new today: catch-up every hour until 22:00
     stack.run_until(paris(DAY2, 23, 0))
     assert len(stack.runs_on(DAY2)) == 16
-    assert logins_per_day(sim)[DAY2] == 1
+    # The 1 h token never lasts from one hourly catch-up to the next: it is renewed with the
+    # refresh token of the day-1 sign-in, and the password stays off the wire.
+    assert logins_per_day(sim).get(DAY2, 0) == 0
+    assert sim.stats()["cognito:REFRESH_TOKEN_AUTH"] == 16
 
 
 # -- odd data --------------------------------------------------------------------------------
@@ -566,7 +562,8 @@ def test_unwritable_state_dir(make_stack, sim, broker, watch, tmp_path, caplog):
     assert "cannot be written" in caplog.text
     stack.run_until(paris(DAY3 + timedelta(days=1), 12))
     assert [r.outcome for r in stack.runs] == [Outcome.NEW_DAY] * 4
-    assert stack.logins == 4, "one login a day; the token is kept in memory"
+    assert stack.logins == 1, "one password sign-in; the tokens are kept in memory"
+    assert sim.stats()["cognito:REFRESH_TOKEN_AUTH"] == 3, "one renewal a day after day 1"
     assert_truth(broker, sim)
     assert_history(watch, sim)
 

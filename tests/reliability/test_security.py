@@ -131,8 +131,14 @@ def test_a_faulty_week_at_debug_leaks_no_secret(
                 [("mensuelles", {"fault": "malformed_json", "times": None})],
                 [("*", {"fault": "maintenance_html", "status": 200, "times": None})],
                 [("cognito", {"fault": "cognito_throttled", "times": None})],
-                [("cognito:USER_PASSWORD_AUTH", {"fault": "wrong_password", "times": None})],
-                [("cognito:USER_PASSWORD_AUTH", {"fault": "challenge", "times": None})],
+                [
+                    ("cognito:REFRESH_TOKEN_AUTH", {"fault": "wrong_password", "times": None}),
+                    ("cognito:USER_PASSWORD_AUTH", {"fault": "wrong_password", "times": None}),
+                ],
+                [
+                    ("cognito:REFRESH_TOKEN_AUTH", {"fault": "wrong_password", "times": None}),
+                    ("cognito:USER_PASSWORD_AUTH", {"fault": "challenge", "times": None}),
+                ],
                 [("espace-client", {"fault": "token_expired", "status": 403, "times": 2})],
             ]
             for offset, faults in enumerate(week, start=1):

@@ -315,7 +315,8 @@ def test_login_once_then_reuse(sim: Simulator) -> None:
         assert client.login_count == 1
         client.login(force=True)
         assert client.login_count == 2
-    assert counts(sim) == {"cognito:USER_PASSWORD_AUTH": 2}
+    # The forced re-login renews with the refresh token of the first sign-in: one password use.
+    assert counts(sim) == {"cognito:USER_PASSWORD_AUTH": 1, "cognito:REFRESH_TOKEN_AUTH": 1}
 
 
 def test_headers_follow_the_protocol(sim: Simulator) -> None:
@@ -472,7 +473,11 @@ def test_expired_token_gets_one_relogin_and_one_retry(sim: Simulator, status: in
     assert client.login_count == 2
     assert store.saves[1] is None  # dropped on the refusal, before the new login was saved
     assert isinstance(store.saves[-1], CachedToken)
-    assert counts(sim) == {"cognito:USER_PASSWORD_AUTH": 2, "espace-client": 2}
+    assert counts(sim) == {
+        "cognito:USER_PASSWORD_AUTH": 1,
+        "cognito:REFRESH_TOKEN_AUTH": 1,
+        "espace-client": 2,
+    }
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -805,7 +810,7 @@ def test_an_auth_error_stops_the_whole_sync(sim: Simulator, sleep: RecordingSlee
     with make_client(sim, sleep) as client:
         client.login()
         sim.fail("facturation", fault="token_expired", status=401)
-        sim.fail("cognito", fault="wrong_password")
+        sim.fail("cognito", fault="wrong_password", times=None)
         with pytest.raises(VeoliaAuthError):
             client.fetch_all(today=MID_MONTH)
     assert sim.stats()["facturation"] == 1
@@ -1168,8 +1173,10 @@ def test_no_secret_in_logs_or_errors(
         assert store.token is not None
         tokens.add(store.token.access_token)
         errors.extend(r.error for r in results if isinstance(r, FailedMeter))
+        # The session's refresh token is refused first, so the password is tried (and refused).
+        sim.fail("cognito:REFRESH_TOKEN_AUTH", fault="wrong_password")
         for fault in ("wrong_password", "challenge", "unknown_user"):
-            sim.fail("cognito", fault=fault)
+            sim.fail("cognito:USER_PASSWORD_AUTH", fault=fault)
             with pytest.raises(VeoliaAuthError) as caught:
                 client.login(force=True)
             errors.append(caught.value)

@@ -158,6 +158,7 @@ class VeoliaClient:
         self._clock = clock
         self._rng = rng
         self._token: CachedToken | None = None
+        self._session_refresh: str | None = None
         self._store_read = False
         self.login_count = 0
         """Cognito sign-ins attempted (a reused token counts none)."""
@@ -246,15 +247,30 @@ class VeoliaClient:
         self._save(None)
 
     def _sign_in(self) -> CachedToken:
+        if self._refresh_token is None and self._session_refresh is not None:
+            # Hourly catch-ups outlive the one-hour access token: renewing with the refresh token
+            # of this process's password sign-in keeps the password off the wire (lockouts).
+            try:
+                return self._initiate(
+                    "REFRESH_TOKEN_AUTH", {"REFRESH_TOKEN": self._session_refresh}
+                )
+            except VeoliaAuthError:
+                _LOGGER.info("The session's refresh token was refused: signing in again")
+                self._session_refresh = None
         if self._refresh_token is not None:
-            flow = "REFRESH_TOKEN_AUTH"
-            parameters = {"REFRESH_TOKEN": self._refresh_token.get_secret_value()}
-        elif self._password is not None:
-            flow = "USER_PASSWORD_AUTH"
-            parameters = {"USERNAME": self._email, "PASSWORD": self._password.get_secret_value()}
-        else:
+            return self._initiate(
+                "REFRESH_TOKEN_AUTH", {"REFRESH_TOKEN": self._refresh_token.get_secret_value()}
+            )
+        if self._password is None:
             msg = "no password configured: set veolia.password (or veolia.refresh_token)"
             raise VeoliaAuthError(msg)
+        return self._initiate(
+            "USER_PASSWORD_AUTH",
+            {"USERNAME": self._email, "PASSWORD": self._password.get_secret_value()},
+        )
+
+    def _initiate(self, flow: str, parameters: dict[str, str]) -> CachedToken:
+        """One ``InitiateAuth`` (with the transient retries) turned into a cached token."""
         body = json.dumps(
             {"ClientId": self._endpoints.client_id, "AuthFlow": flow, "AuthParameters": parameters}
         ).encode("utf-8")
@@ -270,6 +286,8 @@ class VeoliaClient:
                 "or configure veolia.refresh_token)"
             )
             raise VeoliaChallengeError(msg, challenge_name=result.name)
+        if flow == "USER_PASSWORD_AUTH":
+            self._session_refresh = result.refresh_token
         _LOGGER.info("Logged in to Veolia; token valid for %d s", result.expires_in_s)
         return CachedToken(
             access_token=result.access_token,
@@ -480,6 +498,8 @@ class VeoliaClient:
             secrets.append(self._refresh_token.get_secret_value())
         if self._token is not None:
             secrets.append(self._token.access_token)
+        if self._session_refresh is not None:
+            secrets.append(self._session_refresh)
         for secret in secrets:
             if secret:
                 text = text.replace(secret, _HIDDEN)

@@ -101,6 +101,8 @@ class CognitoTokens:
 
     access_token: str = field(repr=False)
     expires_in_s: int
+    refresh_token: str | None = field(default=None, repr=False)
+    """Returned by a password sign-in; kept in memory only, to renew without the password."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +182,12 @@ def parse_auth(raw: object) -> CognitoTokens | CognitoChallenge:
     expires = _number(result.get("ExpiresIn"))
     # Below one second int() gives 0: a token never usable, so a login before every request.
     expires_in_s = int(expires) if expires is not None and expires >= 1 else DEFAULT_EXPIRES_IN_S
-    return CognitoTokens(access_token=token, expires_in_s=expires_in_s)
+    refresh = result.get("RefreshToken")
+    return CognitoTokens(
+        access_token=token,
+        expires_in_s=expires_in_s,
+        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+    )
 
 
 def cognito_error_type(raw: object, header: str | None = None) -> str | None:
