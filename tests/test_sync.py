@@ -66,6 +66,7 @@ class Rig:
     store: StateStore = field(init=False)
     client: VeoliaClient = field(init=False)
     service: SyncService = field(init=False)
+    pauses: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.store = StateStore(self.settings.state_dir)
@@ -90,6 +91,7 @@ class Rig:
             version="1.0.0",
             clock=lambda: self.sim.now().astimezone(UTC),
             fingerprint=credentials_fingerprint(self.settings, self.store.salt()),
+            pause=self.pauses.append,
         )
 
 
@@ -602,6 +604,26 @@ def test_entity_mode_and_jeedom_link_resend_only_last_sync_bearing_messages(
     print(f"entity mode + Jeedom link: first sync {first.sent}, unchanged second {second.sent}")
     assert all(t.endswith(("/state", "last_sync")) for t in resent), resent
     assert second.sent == 7, resent
+
+
+def test_a_new_jeedom_link_equipment_gets_its_discovery_before_its_values(
+    tmp_path: Path,
+) -> None:
+    sim, console = demo_sim(), Console()
+    settings = settings_for(tmp_path, jeedom={"mqtt2_link_topic": "v2m_jeedom"})
+    rig = Rig(sim, settings, console.publisher)
+    rig.service.run_once()
+    topics = [t for t, _r, _p in console.lines()]
+    discoveries = [i for i, t in enumerate(topics) if t.startswith("v2m_jeedom/discovery/")]
+    events = [i for i, t in enumerate(topics) if t.startswith("v2m_jeedom/cmd/event/")]
+    assert discoveries, topics
+    assert events, topics
+    assert max(discoveries) < min(events)
+    # MQTT Manager merges 0.3 s windows: the values wait until the equipment exists.
+    assert rig.pauses == [1.5]
+    sim.advance(timedelta(minutes=20))
+    rig.service.run_once()
+    assert rig.pauses == [1.5], "an unchanged discovery needs no pause"
 
 
 def test_switching_to_entity_mode_clears_the_device_discovery(tmp_path: Path) -> None:

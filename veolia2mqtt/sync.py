@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Final, Protocol
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 _FINGERPRINT_ROUNDS: Final = 20_000
+LINK_DISCOVERY_GAP_S: Final = 1.5
+"""Between a new Jeedom link discovery and its values (MQTT Manager merges 0.3 s windows)."""
 CATCH_UP_MAX_AGE_DAYS: Final = 7
 """A latest reading older than this no longer triggers the hourly catch-up."""
 _RETRY_ACTION: Final = (
@@ -157,8 +160,10 @@ class SyncService:
         version: str,
         clock: Callable[[], datetime] = utc_now,
         fingerprint: str = "",
+        pause: Callable[[float], object] = time.sleep,
     ) -> None:
         self._client = client
+        self._pause = pause
         self._publisher = publisher
         self._store = store
         self._settings = settings
@@ -424,7 +429,7 @@ class SyncService:
         # re-sends this picture, not the previous one over the values just published.
         self._publisher.set_replay(*self._replay(now, batch.updates, gone=gone, succeeded=ok))
         try:
-            sent = self._publisher.publish(_order(messages))
+            sent = self._publish_in_order(_order(messages))
         except MqttError as err:
             return self._failed(
                 now, "publishing to the broker", err, unpublished=batch.updates, gone=gone
@@ -482,6 +487,23 @@ class SyncService:
             batch.messages.extend(self._changed_messages(data.meter, previous, update.values, now))
             batch.updates[number] = update.values
         return batch
+
+    def _publish_in_order(self, messages: list[Message]) -> int:
+        """Publish; a new Jeedom link equipment gets its discovery well before its values.
+
+        MQTT Manager merges what arrives within 0.3 s: values that land with the discovery of
+        an equipment it has not created yet are lost (jeedom.md §6, "Ordering").
+        """
+        link = self._settings.jeedom.mqtt2_link_topic
+        if link is None:
+            return self._publisher.publish(messages)
+        prefix = f"{link}/discovery/"
+        first = [m for m in messages if m.payload and m.topic.startswith(prefix)]
+        sent = self._publisher.publish(first) if first else 0
+        if sent:
+            self._pause(LINK_DISCOVERY_GAP_S)
+        rest = [m for m in messages if not (m.payload and m.topic.startswith(prefix))]
+        return sent + self._publisher.publish(rest)
 
     def _changed_messages(
         self, meter: Meter, previous: MeterValues | None, values: MeterValues, now: datetime
