@@ -637,6 +637,31 @@ def test_switching_to_entity_mode_clears_the_device_discovery(tmp_path: Path) ->
     assert not any("/sensor/" in t for t in cleared)
 
 
+def test_switching_to_device_mode_migrates_the_entities_first(tmp_path: Path) -> None:
+    sim = demo_sim()
+    entity = settings_for(tmp_path, mqtt={"discovery": "entity"})
+    Rig(sim, entity, Console().publisher).service.run_once()
+    console = Console()
+    rig = Rig(sim, settings_for(tmp_path), console.publisher)
+    cleanup = rig.service.prime()
+    console.publisher.start()  # the connect replay
+    rig.service.publish_cleanup(cleanup)
+    printed = console.lines()
+    old = f"{PREFIX}/sensor/veolia2mqtt_i19fa051732/index/config"
+    device = f"{PREFIX}/device/veolia2mqtt_i19fa051732/config"
+    order = [(t, p) for t, _r, p in printed if t in {old, device}]
+    # HA's procedure: flag the old topics, publish the device config, then clear the old topics.
+    assert order == [
+        (old, '{"migrate_discovery": true}'),
+        (device, order[1][1]),
+        (old, ""),
+    ], order
+    assert json.loads(order[1][1])["components"]["index"]["unique_id"].endswith("_index")
+    # Once done, a reconnect replays the device config only.
+    console.publisher.start()
+    assert all(p != '{"migrate_discovery": true}' for _t, _r, p in console.lines())
+
+
 class _ReplayAtPublish(DryRunPublisher):
     """Remembers the replay in force each time a batch is published."""
 

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from veolia2mqtt.errors import MqttError, Veolia2MqttError
 from veolia2mqtt.meter import Meter, MeterValues, update_values
-from veolia2mqtt.mqtt.discovery import build_bridge_discovery, build_discovery, clear_discovery
+from veolia2mqtt.mqtt.discovery import (
+    build_bridge_discovery,
+    build_discovery,
+    clear_discovery,
+    discovery_topics,
+    migrate_to_device,
+)
 from veolia2mqtt.mqtt.jeedom import build_link_discovery, build_link_values, clear_link
 from veolia2mqtt.mqtt.messages import (
     BridgeError,
@@ -175,6 +181,7 @@ class SyncService:
         self._last_error: BridgeError | None = None
         self._status = "starting"
         self._cleanup: list[Message] = []
+        self._primed: tuple[list[Message], list[Message]] = ([], [])
 
     # -- message building -------------------------------------------------------------------
 
@@ -308,7 +315,10 @@ class SyncService:
         self._restore_status()
         attempt = self._store.last_attempt()
         always, if_missing = self._replay(None if attempt is None else attempt.at)
-        self._publisher.set_replay(always, if_missing)
+        # The first connect after a switch from entity to device mode moves the entities, with
+        # their settings, to the device (HA's migration: flag, device config, then clearing).
+        self._publisher.set_replay([*self._migrations(), *always], if_missing)
+        self._primed = (always, if_missing)
         current = {m.topic for m in (*always, *if_missing)}
         current.add(status_topic(self._settings.mqtt.base_topic))
         ghosts: list[Message] = []
@@ -322,6 +332,21 @@ class SyncService:
         # first sync that reaches it sends them (the meters are forgotten only then).
         self._cleanup = _unique(ghosts)
         return list(self._cleanup)
+
+    def _migrations(self) -> list[Message]:
+        """``migrate_discovery`` flags for meters whose entity-mode topics are still out."""
+        mqtt = self._settings.mqtt
+        if mqtt.discovery != "device":
+            return []
+        published = self._store.published_topics()
+        messages: list[Message] = []
+        for meter, _values in self._known_meters({}, ()):
+            slug = meter_slug(meter.number)
+            old = discovery_topics(slug, mode="entity", discovery_prefix=mqtt.discovery_prefix)
+            if published.intersection(old):
+                _LOGGER.info("Meter %s: moving its entities to device discovery", meter.number)
+                messages.extend(migrate_to_device(slug, discovery_prefix=mqtt.discovery_prefix))
+        return messages
 
     def _restore_status(self) -> None:
         """Show the last failure again after a restart, the refused login above all."""
@@ -373,6 +398,8 @@ class SyncService:
         if not messages:
             return 0
         sent = self._publisher.publish(messages)
+        # The migration flags are done with: a reconnect must not put them back.
+        self._publisher.set_replay(*self._primed)
         self._cleanup = []
         self._store.remove_published_topics(m.topic for m in messages)
         self._forget_disabled()
