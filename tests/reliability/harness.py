@@ -203,7 +203,11 @@ class Stack:
         with contextlib.suppress(Veolia2MqttError):  # cli._daemon postpones it the same way
             self.service.publish_cleanup(cleanup)
         zone = settings.sync.zone
-        self.planner = Planner(slot=slot_time(settings.sync.time, self.clock(), zone), zone=zone)
+        self.planner = Planner(
+            slot=slot_time(settings.sync.time, self.clock(), zone),
+            zone=zone,
+            pinned=settings.sync.time is not None,
+        )
         block = self.store.auth_block()
         blocked_since = (
             block.since if block is not None and block.fingerprint == self.fingerprint else None
