@@ -713,3 +713,22 @@ def test_a_meter_two_days_behind_starts_the_catch_up(tmp_path: Path) -> None:
     rig.service.run_once()
     sim.advance(timedelta(minutes=20))
     assert rig.service.run_once().outcome is Outcome.NO_NEW_DAY
+
+
+def test_discovery_digests_are_kept_and_a_rename_is_noticed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = demo_sim()
+    rig = Rig(sim, settings_for(tmp_path), Console().publisher)
+    rig.service.run_once()
+    device = f"{PREFIX}/device/veolia2mqtt_i19fa051732/config"
+    first = rig.store.digests()[device]
+    renamed = settings_for(tmp_path, meters={HOUSE: {"name": "Maison"}})
+    rig = Rig(sim, renamed, Console().publisher)
+    with caplog.at_level("INFO", logger="veolia2mqtt.sync"):
+        rig.service.run_once()
+    assert rig.store.digests()[device] != first
+    assert f"Discovery published for {device}" in caplog.text
+    assert (
+        f"Discovery published for {PREFIX}/device/veolia2mqtt_i21fa104733/config" not in caplog.text
+    )

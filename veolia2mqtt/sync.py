@@ -19,6 +19,7 @@ from veolia2mqtt.mqtt.discovery import (
     build_bridge_discovery,
     build_discovery,
     clear_discovery,
+    discovery_digest,
     discovery_topics,
     migrate_to_device,
 )
@@ -576,6 +577,7 @@ class SyncService:
         # link topic clears what the old configuration left on the broker.
         published = {m.topic for m in messages if m.payload and m.retain}
         published.add(status_topic(self._settings.mqtt.base_topic))
+        self._note_discovery_changes(messages)
         cleared = {m.topic for m in messages if not m.payload}
         store.add_published_topics(published)
         store.remove_published_topics(cleared)
@@ -583,6 +585,22 @@ class SyncService:
             store.set_last_sync(now)
         store.set_last_attempt(self._attempt(now, ok=all_ok))
         store.flush()
+
+    def _note_discovery_changes(self, messages: Iterable[Message]) -> None:
+        """Keep each discovery payload's digest; a changed one (a rename, a new meter) is logged."""
+        prefixes = [f"{self._settings.mqtt.discovery_prefix}/"]
+        link = self._settings.jeedom.mqtt2_link_topic
+        if link is not None:
+            prefixes.append(f"{link}/discovery/")
+        digests = self._store.digests()
+        for message in messages:
+            if not message.payload or not message.topic.startswith(tuple(prefixes)):
+                continue
+            digest = discovery_digest(message)
+            if digests.get(message.topic) != digest:
+                _LOGGER.info("Discovery published for %s (new or changed)", message.topic)
+                digests[message.topic] = digest
+        self._store.set_digests(digests)
 
     # -- failures ---------------------------------------------------------------------------
 
