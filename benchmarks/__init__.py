@@ -4,7 +4,8 @@ Each module measures one thing against the simulator (``veolia2mqtt/veolia/simul
 and, where a broker is needed, a real ``mosquitto`` spawned on a free loopback port:
 
 * :mod:`benchmarks.requests_per_sync`: Veolia requests per daily sync, ours and the peer's.
-* :mod:`benchmarks.logins`: Cognito logins over a simulated week of restarts.
+* :mod:`benchmarks.logins`: Cognito sign-ins over a simulated week of restarts, password
+  sign-ins and refresh renewals apart.
 * :mod:`benchmarks.memory`: idle RSS of the real daemon and the import cost of each package.
 * :mod:`benchmarks.startup`: process start to the first retained state on the broker.
 * :mod:`benchmarks.cpu`: CPU time of parsing, rules and building as the account grows.

@@ -330,8 +330,21 @@ def wire(
     return Wired(store=store, client=client, service=service, publisher=sink)
 
 
-def logins(stats: dict[str, int]) -> int:
-    return stats["cognito:USER_PASSWORD_AUTH"] + stats["cognito:REFRESH_TOKEN_AUTH"]
+def password_sign_ins(stats: dict[str, int]) -> int:
+    """Cognito ``USER_PASSWORD_AUTH`` calls: the password on the wire, what risks a lockout."""
+    return stats["cognito:USER_PASSWORD_AUTH"]
+
+
+def refresh_renewals(stats: dict[str, int]) -> int:
+    """Cognito ``REFRESH_TOKEN_AUTH`` calls: an expired access token renewed, no password."""
+    return stats["cognito:REFRESH_TOKEN_AUTH"]
+
+
+def sign_ins_note(stats: dict[str, int]) -> str:
+    """Both sign-in figures, as the notes print them."""
+    return (
+        f"password sign-ins {password_sign_ins(stats)}, refresh renewals {refresh_renewals(stats)}"
+    )
 
 
 def total_requests(stats: dict[str, int]) -> int:
