@@ -120,9 +120,16 @@ class ValuesUpdate:
 def latest_with_data(daily: Iterable[DailyReading], *, today: date) -> DailyReading | None:
     """The latest row with data dated before ``today``, or ``None``."""
     best: DailyReading | None = None
+    best_day: date | None = None
     for row in daily:
-        if row.has_data and row.day < today and (best is None or row.day >= best.day):
-            best = row
+        day, litres, index, _reliability = row  # one unpacking: this loop sees every row
+        if (
+            litres is not None
+            and index is not None
+            and day < today
+            and (best_day is None or day >= best_day)
+        ):
+            best, best_day = row, day
     return best
 
 

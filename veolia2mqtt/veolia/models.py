@@ -14,6 +14,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import MAXYEAR, date
+from itertools import pairwise
 from typing import TYPE_CHECKING, Final, Protocol
 
 from veolia2mqtt.meter import DailyReading, Meter, MonthlyReading
@@ -296,6 +297,20 @@ def _date(value: object) -> date | None:
     return day
 
 
+def _row_day(value: object, position: int) -> date | None:
+    """A daily row's ``date_releve``; ``None`` (logged: the row is skipped) when unreadable."""
+    day = _DATE_CACHE.get(value) if type(value) is str else None
+    if day is None:
+        day = _date(value)
+        if day is None:
+            _LOGGER.warning(
+                "journalieres: row %d has no readable date_releve (%.40r): skipped",
+                position,
+                value,
+            )
+    return day
+
+
 def parse_daily(raw: object) -> list[DailyReading]:
     """The rows of one ``/journalieres`` answer, normalised (de-duplicated, sorted).
 
@@ -311,14 +326,8 @@ def parse_daily(raw: object) -> list[DailyReading]:
         if not isinstance(item, dict):
             _LOGGER.warning("%s: row %d is not an object: skipped", what, position)
             continue
-        day = _date(item.get("date_releve"))
+        day = _row_day(item.get("date_releve"), position)
         if day is None:
-            _LOGGER.warning(
-                "%s: row %d has no readable date_releve (%.40r): skipped",
-                what,
-                position,
-                item.get("date_releve"),
-            )
             continue
         # The exact-type checks are fast paths for what json.loads yields; the helpers handle
         # (and reject) everything else. This loop dominates a sync's CPU time.
@@ -338,7 +347,7 @@ def parse_daily(raw: object) -> list[DailyReading]:
         if type(reliability) is not str:
             reliability = None
         rows.append(DailyReading(day, litres, index_l, reliability))
-    return list(normalise_daily(rows))
+    return _by_day(rows)
 
 
 def _month_number(value: object) -> int | None:
@@ -394,10 +403,17 @@ def parse_monthly(raw: object) -> list[MonthlyReading]:
     return list(normalise_monthly(rows))
 
 
+def _by_day(rows: list[DailyReading]) -> list[DailyReading]:
+    # Veolia's rows usually come sorted and unique: checking is cheaper than rebuilding.
+    if all(earlier[0] < later[0] for earlier, later in pairwise(rows)):
+        return rows
+    by_day = {row[0]: row for row in rows}  # row[0] is the day; indexing beats the property
+    return [by_day[day] for day in sorted(by_day)]
+
+
 def normalise_daily(rows: Iterable[DailyReading]) -> tuple[DailyReading, ...]:
     """One row per day (the last occurrence wins), ascending (§6.2)."""
-    by_day = {row.day: row for row in rows}
-    return tuple(by_day[day] for day in sorted(by_day))
+    return tuple(_by_day(list(rows)))
 
 
 def normalise_monthly(rows: Iterable[MonthlyReading]) -> tuple[MonthlyReading, ...]:
