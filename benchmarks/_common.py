@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from veolia2mqtt.cli import DryRunPublisher
 from veolia2mqtt.config import Settings
 from veolia2mqtt.state import StateStore
-from veolia2mqtt.sync import SyncService, TokenStoreAdapter
+from veolia2mqtt.sync import SyncService
 from veolia2mqtt.veolia.client import VeoliaClient
 from veolia2mqtt.veolia.portals import resolve_portal
 
@@ -321,7 +321,7 @@ def wire(
         endpoints,
         email=scenario.email,
         password=SecretStr(scenario.password),
-        token_store=TokenStoreAdapter(store),
+        token_store=store,
         sleep=lambda _s: None,
         clock=lambda: clock().timestamp(),
     )

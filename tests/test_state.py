@@ -23,9 +23,9 @@ from veolia2mqtt.state import (
     TOKEN_FILE,
     AuthBlock,
     StateStore,
-    StoredToken,
     SyncAttempt,
 )
+from veolia2mqtt.tokens import CachedToken
 
 ACCESS_TOKEN = "eyJraWQiOiJhY2Nlc3MiLCJhbGciOiJSUzI1NiJ9.access-secret.sig"
 ACCOUNT = "9f2c1e" * 10
@@ -40,7 +40,7 @@ FULL_VALUES = MeterValues(
     billing_period_start=date(2026, 3, 1),
     pending_reset=PendingReset(day=date(2026, 3, 12), index_l=42.0),
 )
-TOKEN = StoredToken(
+TOKEN = CachedToken(
     access_token=ACCESS_TOKEN,
     expires_at=1_773_468_300.25,
     client_id="3kghade1fg54739kj8pkbova8j",
@@ -93,7 +93,7 @@ def test_empty_store_knows_nothing(tmp_path: Path) -> None:
     assert store.digests() == {}
     assert store.published_topics() == set()
     assert store.auth_block() is None
-    assert store.load_token_record() is None
+    assert store.load_token() is None
     assert not store.in_memory
 
 
@@ -105,7 +105,7 @@ def test_full_values_example_sets_every_field() -> None:
 def test_round_trip_of_everything(tmp_path: Path) -> None:
     store = fresh(tmp_path)
     fill(store)
-    store.save_token_record(TOKEN)
+    store.save_token(TOKEN)
     salt = store.salt()
     store.flush()
 
@@ -127,7 +127,7 @@ def test_round_trip_of_everything(tmp_path: Path) -> None:
     assert again.auth_block() == AuthBlock(
         since=WHEN, reason="NotAuthorizedException", fingerprint="cd" * 32
     )
-    assert again.load_token_record() == TOKEN
+    assert again.load_token() == TOKEN
     assert again.salt() == salt
 
 
@@ -295,20 +295,20 @@ def test_token_file_is_private(tmp_path: Path) -> None:
     store = fresh(tmp_path)
     old = os.umask(0)
     try:
-        store.save_token_record(TOKEN)
+        store.save_token(TOKEN)
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / TOKEN_FILE).stat().st_mode) == 0o600
 
 
 def test_token_is_written_at_once(tmp_path: Path) -> None:
-    fresh(tmp_path).save_token_record(TOKEN)
-    assert fresh(tmp_path).load_token_record() == TOKEN
+    fresh(tmp_path).save_token(TOKEN)
+    assert fresh(tmp_path).load_token() == TOKEN
     assert not (tmp_path / STATE_FILE).exists()
 
 
 def test_token_file_holds_the_token_only(tmp_path: Path) -> None:
-    fresh(tmp_path).save_token_record(TOKEN)
+    fresh(tmp_path).save_token(TOKEN)
     doc = json.loads((tmp_path / TOKEN_FILE).read_text(encoding="utf-8"))
     assert set(doc) == {"version", "access_token", "expires_at", "client_id", "auth_url", "account"}
     assert "refresh" not in json.dumps(doc).lower()
@@ -317,29 +317,29 @@ def test_token_file_holds_the_token_only(tmp_path: Path) -> None:
 
 def test_token_none_deletes_the_file(tmp_path: Path) -> None:
     store = fresh(tmp_path)
-    store.save_token_record(TOKEN)
-    store.save_token_record(None)
+    store.save_token(TOKEN)
+    store.save_token(None)
     assert not (tmp_path / TOKEN_FILE).exists()
-    assert store.load_token_record() is None
-    store.save_token_record(None)  # nothing to delete: fine
+    assert store.load_token() is None
+    store.save_token(None)  # nothing to delete: fine
 
 
 def test_token_replaced_keeps_mode(tmp_path: Path) -> None:
     store = fresh(tmp_path)
-    store.save_token_record(TOKEN)
-    newer = StoredToken(
+    store.save_token(TOKEN)
+    newer = CachedToken(
         access_token="other", expires_at=2.0, client_id="c", auth_url="u", account=ACCOUNT
     )
-    store.save_token_record(newer)
-    assert fresh(tmp_path).load_token_record() == newer
+    store.save_token(newer)
+    assert fresh(tmp_path).load_token() == newer
     assert stat.S_IMODE((tmp_path / TOKEN_FILE).stat().st_mode) == 0o600
     assert leftovers(tmp_path) == []
 
 
 def test_loose_token_file_is_tightened(tmp_path: Path) -> None:
-    fresh(tmp_path).save_token_record(TOKEN)
+    fresh(tmp_path).save_token(TOKEN)
     (tmp_path / TOKEN_FILE).chmod(0o644)
-    assert fresh(tmp_path).load_token_record() == TOKEN
+    assert fresh(tmp_path).load_token() == TOKEN
     assert stat.S_IMODE((tmp_path / TOKEN_FILE).stat().st_mode) == 0o600
 
 
@@ -366,7 +366,7 @@ def test_damaged_token_file_is_dropped(
     (tmp_path / TOKEN_FILE).write_bytes(content)
     with caplog.at_level(logging.WARNING):
         store = fresh(tmp_path)
-    assert store.load_token_record() is None
+    assert store.load_token() is None
     [record] = state_warnings(caplog)
     assert record.levelno == logging.WARNING
     assert "Token file" in record.getMessage()
@@ -393,7 +393,7 @@ def test_no_temporary_file_left(tmp_path: Path) -> None:
     store = fresh(tmp_path)
     fill(store)
     store.flush()
-    store.save_token_record(TOKEN)
+    store.save_token(TOKEN)
     store.set_last_sync(WHEN + timedelta(days=1))
     store.flush()
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE, TOKEN_FILE]
@@ -430,17 +430,17 @@ def test_crash_while_writing_keeps_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = fresh(tmp_path)
-    store.save_token_record(TOKEN)
+    store.save_token(TOKEN)
 
     def no_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", no_fsync)
-    store.save_token_record(
-        StoredToken(access_token="new", expires_at=1.0, client_id="c", auth_url="u", account="a")
+    store.save_token(
+        CachedToken(access_token="new", expires_at=1.0, client_id="c", auth_url="u", account="a")
     )
     monkeypatch.undo()
-    assert fresh(tmp_path).load_token_record() == TOKEN
+    assert fresh(tmp_path).load_token() == TOKEN
     assert leftovers(tmp_path) == []
 
 
@@ -565,12 +565,12 @@ def test_unwritable_state_dir_runs_in_memory(
         store = fresh(target)
         assert store.in_memory
         fill(store)
-        store.save_token_record(TOKEN)
+        store.save_token(TOKEN)
         store.flush()
         store.touch_heartbeat()
         store.salt()
-        store.save_token_record(None)
-        store.save_token_record(TOKEN)
+        store.save_token(None)
+        store.save_token(TOKEN)
         store.flush()
     [record] = state_warnings(caplog)
     assert record.levelno == logging.WARNING
@@ -579,7 +579,7 @@ def test_unwritable_state_dir_runs_in_memory(
     # Everything still works from memory.
     assert store.last_sync() == WHEN
     assert store.values("I19FA051732") == FULL_VALUES
-    assert store.load_token_record() == TOKEN
+    assert store.load_token() == TOKEN
     assert store.salt() == store.salt()
     assert blocker.read_text(encoding="utf-8") == "not a directory"
 
@@ -595,7 +595,7 @@ def test_directory_lost_while_running(tmp_path: Path, caplog: pytest.LogCaptureF
     with caplog.at_level(logging.WARNING):
         store.set_last_sync(WHEN + timedelta(days=1))
         store.flush()
-        store.save_token_record(TOKEN)
+        store.save_token(TOKEN)
         store.touch_heartbeat()
         store.flush()
     assert store.in_memory
@@ -661,12 +661,12 @@ def test_token_on_a_filesystem_that_ignores_modes(
     monkeypatch.setattr(tempfile, "mkstemp", loose_mkstemp)
     monkeypatch.setattr(Path, "chmod", lambda self, mode: None)
     with caplog.at_level(logging.WARNING):
-        store.save_token_record(TOKEN)
-        store.save_token_record(TOKEN)
+        store.save_token(TOKEN)
+        store.save_token(TOKEN)
     [record] = state_warnings(caplog)
     assert "0600" in record.getMessage()
     assert not (tmp_path / TOKEN_FILE).exists()
-    assert store.load_token_record() == TOKEN
+    assert store.load_token() == TOKEN
     assert not store.in_memory  # the rest of the state is still written
     store.set_last_sync(WHEN)
     store.flush()

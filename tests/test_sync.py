@@ -19,7 +19,7 @@ from veolia2mqtt.mqtt.messages import Message
 from veolia2mqtt.mqtt.publisher import MqttPublisher
 from veolia2mqtt.scheduler import Outcome
 from veolia2mqtt.state import StateStore
-from veolia2mqtt.sync import SyncService, TokenStoreAdapter, credentials_fingerprint
+from veolia2mqtt.sync import SyncService, credentials_fingerprint
 from veolia2mqtt.veolia.client import VeoliaClient
 from veolia2mqtt.veolia.simulator import Scenario, Simulator
 
@@ -78,7 +78,7 @@ class Rig:
             veolia.endpoints,
             email=veolia.email or "",
             password=veolia.password,
-            token_store=TokenStoreAdapter(self.store),
+            token_store=self.store,
             session=session,
             sleep=lambda _s: None,
             clock=lambda: self.sim.now().timestamp(),

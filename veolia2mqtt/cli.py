@@ -36,7 +36,7 @@ from veolia2mqtt.mqtt.topics import PREFIX as DEVICE_PREFIX
 from veolia2mqtt.mqtt.topics import status_topic
 from veolia2mqtt.scheduler import Daemon, DaemonExit, Outcome, Planner, Wakeup, slot_time
 from veolia2mqtt.state import StateStore
-from veolia2mqtt.sync import SyncService, TokenStoreAdapter, credentials_fingerprint, utc_now
+from veolia2mqtt.sync import SyncService, credentials_fingerprint, utc_now
 from veolia2mqtt.veolia.client import FailedMeter, MeterData, VeoliaClient
 from veolia2mqtt.veolia.errors import VeoliaAuthError
 
@@ -190,7 +190,7 @@ class _App:
             password=settings.veolia.password,
             refresh_token=settings.veolia.refresh_token,
             timeout_s=settings.veolia.timeout_s,
-            token_store=TokenStoreAdapter(self.store),
+            token_store=self.store,
         )
         self.publisher: Publisher = (
             DryRunPublisher()
@@ -335,7 +335,7 @@ def _check(settings: Settings) -> int:
         password=settings.veolia.password,
         refresh_token=settings.veolia.refresh_token,
         timeout_s=settings.veolia.timeout_s,
-        token_store=TokenStoreAdapter(store),
+        token_store=store,
     ) as client:
         # Forced: a cached token would say nothing about the configured credentials.
         client.login(force=True)

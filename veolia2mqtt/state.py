@@ -14,7 +14,7 @@ A ``state_dir`` that cannot be written turns the store into an in-memory one, wi
 warning: losing the cache must never stop the daemon.
 
 Setters change memory only; :meth:`StateStore.flush` writes them. The token is written at
-once by :meth:`StateStore.save_token_record`, and a new salt by :meth:`StateStore.salt`.
+once by :meth:`StateStore.save_token`, and a new salt by :meth:`StateStore.salt`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ import stat
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from veolia2mqtt.meter import MeterValues, PendingReset
+from veolia2mqtt.tokens import CachedToken
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -49,19 +50,6 @@ HEARTBEAT_FILE: Final = "heartbeat"
 CORRUPT_SUFFIX: Final = ".corrupt"
 TOKEN_MODE: Final = 0o600
 _SALT_BYTES: Final = 16
-
-
-@dataclass(frozen=True, slots=True)
-class StoredToken:
-    """A cached Cognito access token, as ``veolia/client.py``'s ``CachedToken`` holds it."""
-
-    access_token: str = field(repr=False)
-    expires_at: float
-    """Epoch seconds."""
-    client_id: str
-    auth_url: str
-    account: str = field(repr=False)
-    """Which account the token belongs to (a hash of the e-mail, never the e-mail itself)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +92,7 @@ class StateStore:
         self._in_memory = False
         self._dirty = False
         self._reset()
-        self._token: StoredToken | None = None
+        self._token: CachedToken | None = None
         self._token_on_disk = True
 
     def _reset(self) -> None:
@@ -299,13 +287,13 @@ class StateStore:
 
     # -- token ------------------------------------------------------------------------------
 
-    def load_token_record(self) -> StoredToken | None:
+    def load_token(self) -> CachedToken | None:
         """The cached access token, if one was saved."""
         with self._lock:
             self._ensure_loaded()
             return self._token
 
-    def save_token_record(self, token: StoredToken | None) -> None:
+    def save_token(self, token: CachedToken | None) -> None:
         """Keep ``token`` in ``token.json`` (mode 0600) at once; ``None`` deletes the file."""
         with self._lock:
             self._ensure_loaded()
@@ -349,7 +337,7 @@ class StateStore:
         with contextlib.suppress(OSError):
             path.unlink()
 
-    def _read_token(self) -> StoredToken | None:
+    def _read_token(self) -> CachedToken | None:
         path = self._dir / TOKEN_FILE
         try:
             raw = path.read_bytes()
@@ -799,12 +787,12 @@ def _block_from(value: object) -> AuthBlock | None:
     )
 
 
-def _token_from(raw: bytes) -> StoredToken:
+def _token_from(raw: bytes) -> CachedToken:
     doc = _mapping(_decode(raw), "top level")
     if doc.get("version") != SCHEMA_VERSION:
         msg = "unknown schema version"
         raise _BadStateError(msg)
-    return StoredToken(
+    return CachedToken(
         access_token=_str(doc.get("access_token"), "access_token"),
         expires_at=_float(doc.get("expires_at"), "expires_at"),
         client_id=_str(doc.get("client_id"), "client_id"),

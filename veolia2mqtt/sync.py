@@ -36,8 +36,8 @@ from veolia2mqtt.mqtt.messages import (
 )
 from veolia2mqtt.mqtt.topics import meter_slug, status_topic
 from veolia2mqtt.scheduler import Outcome
-from veolia2mqtt.state import AuthBlock, StateStore, StoredToken, SyncAttempt
-from veolia2mqtt.veolia.client import CachedToken, FailedMeter, MeterData
+from veolia2mqtt.state import AuthBlock, StateStore, SyncAttempt
+from veolia2mqtt.veolia.client import FailedMeter, MeterData
 from veolia2mqtt.veolia.errors import VeoliaAuthError
 
 if TYPE_CHECKING:
@@ -69,40 +69,6 @@ class AccountReader(Protocol):
     def fetch_all(self, *, today: date) -> list[MeterData | FailedMeter]:
         """Every meter of the account with its readings, or the error that stopped it."""
         ...
-
-
-class TokenStoreAdapter:
-    """Lets the Veolia client keep its token in the :class:`StateStore`."""
-
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
-
-    def load_token(self) -> CachedToken | None:
-        """The persisted token, if any."""
-        record = self._store.load_token_record()
-        if record is None:
-            return None
-        return CachedToken(
-            access_token=record.access_token,
-            expires_at=record.expires_at,
-            client_id=record.client_id,
-            auth_url=record.auth_url,
-            account=record.account,
-        )
-
-    def save_token(self, token: CachedToken | None) -> None:
-        """Persist ``token`` (``None`` drops it)."""
-        self._store.save_token_record(
-            None
-            if token is None
-            else StoredToken(
-                access_token=token.access_token,
-                expires_at=token.expires_at,
-                client_id=token.client_id,
-                auth_url=token.auth_url,
-                account=token.account,
-            )
-        )
 
 
 def credentials_fingerprint(settings: Settings, salt: bytes) -> str:

@@ -37,7 +37,7 @@ from veolia2mqtt.mqtt.topics import (
 )
 from veolia2mqtt.scheduler import Daemon, Outcome, Planner, Wakeup, slot_time
 from veolia2mqtt.state import StateStore
-from veolia2mqtt.sync import SyncService, TokenStoreAdapter, credentials_fingerprint
+from veolia2mqtt.sync import SyncService, credentials_fingerprint
 from veolia2mqtt.veolia.client import VeoliaClient
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class Stack:
             email=settings.veolia.email or "",
             password=settings.veolia.password,
             timeout_s=settings.veolia.timeout_s,
-            token_store=TokenStoreAdapter(self.store),
+            token_store=self.store,
             session=session,
             sleep=self.sleeps.append,
             clock=self.clock.epoch,

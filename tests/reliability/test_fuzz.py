@@ -519,7 +519,7 @@ def test_a_damaged_state_dir_never_stops_the_store(content, token):
             )
         store.last_sync()
         store.auth_block()
-        store.load_token_record()
+        store.load_token()
         store.salt()
         store.set_values("X", MeterValues())
         store.flush()

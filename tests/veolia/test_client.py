@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from tests.helpers.broker import free_port
 from veolia2mqtt.errors import StateError
 from veolia2mqtt.meter import DailyReading, MeterValues, update_values
+from veolia2mqtt.tokens import CachedToken
 from veolia2mqtt.veolia import client as client_module
 from veolia2mqtt.veolia.client import VeoliaClient
 from veolia2mqtt.veolia.errors import (
@@ -29,7 +30,6 @@ from veolia2mqtt.veolia.errors import (
 )
 from veolia2mqtt.veolia.models import (
     Billing,
-    CachedToken,
     Contract,
     FailedMeter,
     MeterData,

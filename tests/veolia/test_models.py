@@ -10,10 +10,10 @@ import pytest
 
 from tests.helpers.fixtures import load_fixture
 from veolia2mqtt.meter import DailyReading, Meter, MeterValues, MonthlyReading, update_values
+from veolia2mqtt.tokens import CachedToken
 from veolia2mqtt.veolia.errors import VeoliaResponseError
 from veolia2mqtt.veolia.models import (
     Billing,
-    CachedToken,
     CognitoChallenge,
     CognitoTokens,
     Contract,

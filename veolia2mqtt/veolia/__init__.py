@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from veolia2mqtt.tokens import CachedToken, TokenStore
 from veolia2mqtt.veolia.client import VeoliaClient
 from veolia2mqtt.veolia.errors import (
     VeoliaAuthError,
@@ -13,11 +14,9 @@ from veolia2mqtt.veolia.errors import (
 )
 from veolia2mqtt.veolia.models import (
     Billing,
-    CachedToken,
     Contract,
     FailedMeter,
     MeterData,
-    TokenStore,
     account_key,
 )
 from veolia2mqtt.veolia.portals import DEFAULT_PORTAL, PORTALS, Endpoints, resolve_portal

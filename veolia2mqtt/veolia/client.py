@@ -21,6 +21,7 @@ import requests
 
 from veolia2mqtt.errors import StateError
 from veolia2mqtt.meter import latest_with_data
+from veolia2mqtt.tokens import CachedToken, TokenStore
 from veolia2mqtt.veolia.errors import (
     VeoliaAuthError,
     VeoliaChallengeError,
@@ -31,13 +32,11 @@ from veolia2mqtt.veolia.errors import (
 )
 from veolia2mqtt.veolia.models import (
     Billing,
-    CachedToken,
     CognitoChallenge,
     CognitoTokens,
     Contract,
     FailedMeter,
     MeterData,
-    TokenStore,
     account_key,
     cognito_error_message,
     cognito_error_type,

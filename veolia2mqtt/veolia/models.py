@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import MAXYEAR, date
 from itertools import pairwise
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from veolia2mqtt.meter import DailyReading, Meter, MonthlyReading
 from veolia2mqtt.veolia.errors import VeoliaError, VeoliaResponseError
@@ -37,29 +37,6 @@ _DECEMBER: Final = 12
 def account_key(email: str) -> str:
     """The account a cached token belongs to: sha256 hex of the lower-cased e-mail."""
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class CachedToken:
-    """An access token with what it is valid for; the daemon persists it between runs."""
-
-    access_token: str = field(repr=False)
-    expires_at: float
-    """When Cognito stops accepting it, in UTC epoch seconds (issue time + ``ExpiresIn``)."""
-    client_id: str
-    auth_url: str
-    account: str
-    """:func:`account_key` of the e-mail it was issued to, never the e-mail itself."""
-
-
-class TokenStore(Protocol):
-    """Where the client keeps its access token between runs (``state.py`` in the daemon)."""
-
-    def load_token(self) -> CachedToken | None:
-        """The saved token, or ``None`` when there is none or it cannot be read."""
-
-    def save_token(self, token: CachedToken | None) -> None:
-        """Save ``token``; ``None`` drops the saved one."""
 
 
 @dataclass(frozen=True, slots=True)
