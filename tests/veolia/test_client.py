@@ -319,6 +319,16 @@ def test_login_once_then_reuse(sim: Simulator) -> None:
     assert counts(sim) == {"cognito:USER_PASSWORD_AUTH": 1, "cognito:REFRESH_TOKEN_AUTH": 1}
 
 
+def test_a_refused_session_refresh_token_falls_back_to_one_password_login(sim: Simulator) -> None:
+    with make_client(sim) as client:
+        client.login()
+        sim.fail("cognito:REFRESH_TOKEN_AUTH", fault="wrong_password")
+        client.login(force=True)
+        assert client.login_count == 3
+        client.login(force=True)  # the new password sign-in brought a new refresh token
+    assert counts(sim) == {"cognito:USER_PASSWORD_AUTH": 2, "cognito:REFRESH_TOKEN_AUTH": 2}
+
+
 def test_headers_follow_the_protocol(sim: Simulator) -> None:
     seen: list[requests.PreparedRequest] = []
     session = requests.Session()
