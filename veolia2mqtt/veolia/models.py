@@ -251,6 +251,7 @@ def parse_billing(raw: object) -> Billing:
     return Billing(numero_pds=pds.strip(), start=start)
 
 
+_new_tuple: Final = tuple.__new__
 _DATE_CACHE: dict[str, date] = {}
 _DATE_CACHE_MAX: Final = 8192
 """A sync sees the same few hundred dates over and over; parsing them was a hot spot."""
@@ -323,7 +324,8 @@ def parse_daily(raw: object) -> list[DailyReading]:
         reliability = item.get("fiabilite_index")
         if type(reliability) is not str:
             reliability = None
-        rows.append(DailyReading(day, litres, index_l, reliability))
+        # tuple.__new__ builds the named tuple without the Python-level __new__ frame.
+        rows.append(_new_tuple(DailyReading, (day, litres, index_l, reliability)))
     return _by_day(rows)
 
 
