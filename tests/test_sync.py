@@ -732,3 +732,22 @@ def test_discovery_digests_are_kept_and_a_rename_is_noticed(
     assert (
         f"Discovery published for {PREFIX}/device/veolia2mqtt_i21fa104733/config" not in caplog.text
     )
+
+
+def test_a_command_name_repeating_the_meter_name_is_stripped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        meters={HOUSE: {"name": "Maison", "commands": {"index": {"name": "Maison Index"}}}},
+    )
+    console = Console()
+    rig = Rig(demo_sim(), settings, console.publisher)
+    with caplog.at_level("WARNING", logger="veolia2mqtt.sync"):
+        rig.service.prime()
+    assert "'Maison Index' of index starts with the device name 'Maison'" in caplog.text
+    rig.service.run_once()
+    device = json.loads(
+        {t: p for t, _r, p in console.lines()}[f"{PREFIX}/device/veolia2mqtt_i19fa051732/config"]
+    )
+    assert device["components"]["index"]["name"] == "Index"

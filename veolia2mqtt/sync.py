@@ -22,6 +22,7 @@ from veolia2mqtt.mqtt.discovery import (
     discovery_digest,
     discovery_topics,
     migrate_to_device,
+    naming_notes,
 )
 from veolia2mqtt.mqtt.jeedom import build_link_discovery, build_link_values, clear_link
 from veolia2mqtt.mqtt.messages import (
@@ -280,6 +281,9 @@ class SyncService:
         the connection is up.
         """
         self._restore_status()
+        for number, override in self._settings.meters.items():
+            for note in naming_notes(Meter(number), override):
+                _LOGGER.warning("%s", note)
         attempt = self._store.last_attempt()
         always, if_missing = self._replay(None if attempt is None else attempt.at)
         # The first connect after a switch from entity to device mode moves the entities, with
