@@ -743,3 +743,14 @@ def test_example_keys_are_commented() -> None:
         assert match is not None, section
         before = text[: match.start()].rstrip().splitlines()[-1]
         assert "#" in match.group(0) or before.startswith("#"), section
+
+
+def test_null_in_an_environment_variable_unsets_a_yaml_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        'veolia: {email: a@b.fr, password: x}\nsync: {time: "06:30"}\n', encoding="utf-8"
+    )
+    monkeypatch.setenv("VEOLIA2MQTT_SYNC__TIME", "null")
+    assert load_settings(path).sync.time is None

@@ -236,6 +236,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
+        env_parse_none_str="null",  # VEOLIA2MQTT_SYNC__TIME=null unsets a YAML value
         extra="forbid",
         frozen=True,
         case_sensitive=False,
