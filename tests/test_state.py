@@ -457,6 +457,7 @@ DAMAGED = {
     "version as text": b'{"version": "1"}',
     "wrong last_sync": b'{"version": 1, "last_sync": 12}',
     "naive last_sync": b'{"version": 1, "last_sync": "2026-03-14T06:05:00"}',
+    "last_sync before UTC year 1": b'{"version": 1, "last_sync": "0001-01-01T00:00:00+01:00"}',
     "meters a list": b'{"version": 1, "meters": []}',
     "index as text": b'{"version": 1, "meters": {"A": {"values": {"index_l": "12"}}}}',
     "index as bool": b'{"version": 1, "meters": {"A": {"values": {"index_l": true}}}}',

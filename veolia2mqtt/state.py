@@ -663,12 +663,14 @@ def _opt_datetime(value: object, where: str) -> datetime | None:
         return None
     try:
         when = datetime.fromisoformat(_str(value, where))
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
+        # OverflowError: 0001-01-01T00:00+01:00 is valid ISO 8601 but lies before UTC's year 1.
+        utc = None if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):
+        utc = None
+    if utc is None:
         msg = f"{where}: expected an ISO 8601 time with its offset"
         raise _BadStateError(msg)
-    return when.astimezone(UTC)
+    return utc
 
 
 def _datetime(value: object, where: str) -> datetime:
