@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from veolia2mqtt.meter import MeterValues, PendingReset
 from veolia2mqtt.tokens import CachedToken
@@ -50,6 +50,8 @@ HEARTBEAT_FILE: Final = "heartbeat"
 CORRUPT_SUFFIX: Final = ".corrupt"
 TOKEN_MODE: Final = 0o600
 _SALT_BYTES: Final = 16
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,14 +193,14 @@ class StateStore:
             shown = version if isinstance(version, int) else "missing or not a number"
             msg = f"schema version {shown}, this veolia2mqtt reads {SCHEMA_VERSION}"
             raise _BadStateError(msg)
-        self._last_sync = _opt_datetime(doc.get("last_sync"), "last_sync")
+        self._last_sync = _opt(_datetime, doc.get("last_sync"), "last_sync")
         self._last_attempt = _attempt_from(doc.get("last_attempt"))
         for number, entry in _mapping(doc.get("meters", {}), "meters").items():
             where = f"meters.{number}"
             item = _mapping(entry, where)
             if item.get("values") is not None:
                 self._values[number] = _values_from(item["values"], f"{where}.values")
-            synced = _opt_datetime(item.get("last_sync"), f"{where}.last_sync")
+            synced = _opt(_datetime, item.get("last_sync"), f"{where}.last_sync")
             if synced is not None:
                 self._meter_sync[number] = synced
         self._digests, self._topics = _discovery_from(doc.get("discovery", {}))
@@ -233,11 +235,11 @@ class StateStore:
             synced = self._meter_sync.get(number)
             meters[number] = {
                 "values": None if values is None else _values_to(values),
-                "last_sync": None if synced is None else synced.isoformat(),
+                "last_sync": _iso(synced),
             }
         return {
             "version": SCHEMA_VERSION,
-            "last_sync": None if self._last_sync is None else self._last_sync.isoformat(),
+            "last_sync": _iso(self._last_sync),
             "last_attempt": _attempt_to(self._last_attempt),
             "meters": meters,
             "discovery": {
@@ -611,13 +613,12 @@ def _str(value: object, where: str) -> str:
     return value
 
 
-def _opt_str(value: object, where: str) -> str | None:
-    return None if value is None else _str(value, where)
+def _opt(parse: Callable[[object, str], _T], value: object, where: str) -> _T | None:
+    """``None`` for a JSON ``null``; anything else must be what ``parse`` reads."""
+    return None if value is None else parse(value, where)
 
 
-def _opt_float(value: object, where: str) -> float | None:
-    if value is None:
-        return None
+def _float(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         msg = f"{where}: expected a number"
         raise _BadStateError(msg)
@@ -632,57 +633,27 @@ def _opt_float(value: object, where: str) -> float | None:
     return number
 
 
-def _float(value: object, where: str) -> float:
-    number = _opt_float(value, where)
-    if number is None:
-        msg = f"{where}: expected a number"
-        raise _BadStateError(msg)
-    return number
-
-
-def _opt_date(value: object, where: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(_str(value, where))
-    except ValueError:
-        msg = f"{where}: expected a YYYY-MM-DD date"
-        raise _BadStateError(msg) from None
-
-
 def _date(value: object, where: str) -> date:
-    day = _opt_date(value, where)
-    if day is None:
-        msg = f"{where}: expected a YYYY-MM-DD date"
-        raise _BadStateError(msg)
-    return day
-
-
-def _opt_datetime(value: object, where: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(_str(value, where))
-        # OverflowError: 0001-01-01T00:00+01:00 is valid ISO 8601 but lies before UTC's year 1.
-        utc = None if when.tzinfo is None else when.astimezone(UTC)
-    except (ValueError, OverflowError):
-        utc = None
-    if utc is None:
-        msg = f"{where}: expected an ISO 8601 time with its offset"
-        raise _BadStateError(msg)
-    return utc
+    if value is not None:
+        with contextlib.suppress(ValueError):
+            return date.fromisoformat(_str(value, where))
+    msg = f"{where}: expected a YYYY-MM-DD date"
+    raise _BadStateError(msg)
 
 
 def _datetime(value: object, where: str) -> datetime:
-    when = _opt_datetime(value, where)
-    if when is None:
-        msg = f"{where}: expected an ISO 8601 time with its offset"
-        raise _BadStateError(msg)
-    return when
+    if value is not None:
+        # OverflowError: 0001-01-01T00:00+01:00 is valid ISO 8601 but lies before UTC's year 1.
+        with contextlib.suppress(ValueError, OverflowError):
+            when = datetime.fromisoformat(_str(value, where))
+            if when.tzinfo is not None:
+                return when.astimezone(UTC)
+    msg = f"{where}: expected an ISO 8601 time with its offset"
+    raise _BadStateError(msg)
 
 
-def _iso(day: date | None) -> str | None:
-    return None if day is None else day.isoformat()
+def _iso(moment: date | datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _values_to(values: MeterValues) -> dict[str, Any]:
@@ -713,15 +684,15 @@ def _values_from(value: object, where: str) -> MeterValues:
             index_l=_float(raw.get("index_l"), f"{where}.pending_reset.index_l"),
         )
     return MeterValues(
-        reading_date=_opt_date(data.get("reading_date"), f"{where}.reading_date"),
-        daily_consumption_l=_opt_float(
-            data.get("daily_consumption_l"), f"{where}.daily_consumption_l"
+        reading_date=_opt(_date, data.get("reading_date"), f"{where}.reading_date"),
+        daily_consumption_l=_opt(
+            _float, data.get("daily_consumption_l"), f"{where}.daily_consumption_l"
         ),
-        index_l=_opt_float(data.get("index_l"), f"{where}.index_l"),
-        reliability=_opt_str(data.get("reliability"), f"{where}.reliability"),
-        billed_volume_m3=_opt_float(data.get("billed_volume_m3"), f"{where}.billed_volume_m3"),
-        billing_period_start=_opt_date(
-            data.get("billing_period_start"), f"{where}.billing_period_start"
+        index_l=_opt(_float, data.get("index_l"), f"{where}.index_l"),
+        reliability=_opt(_str, data.get("reliability"), f"{where}.reliability"),
+        billed_volume_m3=_opt(_float, data.get("billed_volume_m3"), f"{where}.billed_volume_m3"),
+        billing_period_start=_opt(
+            _date, data.get("billing_period_start"), f"{where}.billing_period_start"
         ),
         pending_reset=pending,
     )
@@ -743,12 +714,11 @@ def _discovery_from(value: object) -> tuple[dict[str, str], set[str]]:
 def _attempt_to(attempt: SyncAttempt | None) -> dict[str, Any] | None:
     if attempt is None:
         return None
-    since = attempt.failing_since
     return {
         "at": attempt.at.isoformat(),
         "ok": attempt.ok,
         "error": attempt.error,
-        "failing_since": None if since is None else since.isoformat(),
+        "failing_since": _iso(attempt.failing_since),
     }
 
 
@@ -763,8 +733,8 @@ def _attempt_from(value: object) -> SyncAttempt | None:
     return SyncAttempt(
         at=_datetime(data.get("at"), "last_attempt.at"),
         ok=ok,
-        error=_opt_str(data.get("error"), "last_attempt.error"),
-        failing_since=_opt_datetime(data.get("failing_since"), "last_attempt.failing_since"),
+        error=_opt(_str, data.get("error"), "last_attempt.error"),
+        failing_since=_opt(_datetime, data.get("failing_since"), "last_attempt.failing_since"),
     )
 
 
