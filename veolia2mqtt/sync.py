@@ -30,9 +30,7 @@ from veolia2mqtt.mqtt.messages import (
     Message,
     Publisher,
     build_bridge_state,
-    build_last_sync_message,
-    build_state_message,
-    build_value_messages,
+    build_state_messages,
     clear_meter_states,
 )
 from veolia2mqtt.mqtt.topics import meter_slug, status_topic
@@ -44,7 +42,7 @@ from veolia2mqtt.veolia.errors import VeoliaAuthError
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
-    from veolia2mqtt.config import Settings
+    from veolia2mqtt.config import MeterOverride, Settings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -169,22 +167,31 @@ class SyncService:
             sw_version=self._version,
             portal_url=settings.veolia.endpoints.portal_url,
         )
-        plan.states = [
-            build_state_message(
-                meter, values, base_topic=mqtt.base_topic, last_sync=last_sync, zone=self._zone
-            )
-        ]
-        plan.values = build_value_messages(meter, values, base_topic=mqtt.base_topic)
-        if last_sync is not None:
-            plan.values.append(
-                build_last_sync_message(
-                    meter, base_topic=mqtt.base_topic, last_sync=last_sync.astimezone(self._zone)
-                )
-            )
+        state, plan.values = self._state_and_values(meter, values, last_sync, override)
+        plan.states = [state]
         link = settings.jeedom.mqtt2_link_topic
         if link is not None:
             plan.discovery.append(build_link_discovery(meter, override, link_topic=link))
-            plan.values.extend(
+        return plan
+
+    def _state_and_values(
+        self,
+        meter: Meter,
+        values: MeterValues,
+        last_sync: datetime | None,
+        override: MeterOverride,
+    ) -> tuple[Message, list[Message]]:
+        """The JSON state, and the per-value topics (Jeedom link values included)."""
+        state, *plain = build_state_messages(
+            meter,
+            values,
+            base_topic=self._settings.mqtt.base_topic,
+            last_sync=last_sync,
+            zone=self._zone,
+        )
+        link = self._settings.jeedom.mqtt2_link_topic
+        if link is not None:
+            plain.extend(
                 build_link_values(
                     meter,
                     values,
@@ -193,7 +200,7 @@ class SyncService:
                     last_sync=None if last_sync is None else last_sync.astimezone(self._zone),
                 )
             )
-        return plan
+        return state, plain
 
     def _clear_meter(self, slug: str) -> list[Message]:
         mqtt = self._settings.mqtt
@@ -508,16 +515,12 @@ class SyncService:
     ) -> list[Message]:
         """Discovery and state always (the publisher skips identical ones), values when changed."""
         plan = self._meter_messages(meter, values, now)
-        before = (
-            set()
-            if previous is None
-            else {
-                (m.topic, m.payload)
-                for m in self._meter_messages(
-                    meter, previous, self._store.meter_last_sync(meter.number)
-                ).values
-            }
-        )
+        before: set[tuple[str, str]] = set()
+        if previous is not None:
+            override = self._settings.meter_override(meter.number)
+            last_sync = self._store.meter_last_sync(meter.number)
+            _, old = self._state_and_values(meter, previous, last_sync, override)
+            before = {(m.topic, m.payload) for m in old}
         changed = [m for m in plan.values if (m.topic, m.payload) not in before]
         return plan.discovery + plan.states + changed
 
