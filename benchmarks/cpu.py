@@ -37,12 +37,7 @@ from benchmarks._common import TODAY, VERSION, Section, SinkPublisher
 from veolia2mqtt.config import Settings
 from veolia2mqtt.meter import DailyReading, Meter, update_values
 from veolia2mqtt.mqtt.discovery import build_bridge_discovery, build_discovery
-from veolia2mqtt.mqtt.messages import (
-    build_bridge_state,
-    build_last_sync_message,
-    build_state_message,
-    build_value_messages,
-)
+from veolia2mqtt.mqtt.messages import build_bridge_state, build_state_messages
 from veolia2mqtt.state import StateStore
 from veolia2mqtt.sync import SyncService
 from veolia2mqtt.veolia import models
@@ -212,14 +207,10 @@ def pipeline(pool: list[RawMeter], meters: int, settings: Settings) -> Stages:
             sw_version=VERSION,
             portal_url=portal_url,
         )
-        built.append(
-            build_state_message(
+        built.extend(
+            build_state_messages(
                 meter, values, base_topic=mqtt.base_topic, last_sync=last_sync, zone=zone
             )
-        )
-        built.extend(build_value_messages(meter, values, base_topic=mqtt.base_topic))
-        built.append(
-            build_last_sync_message(meter, base_topic=mqtt.base_topic, last_sync=last_sync)
         )
         messages.extend(built)
         t4 = clock()
