@@ -177,6 +177,19 @@ def _demo_settings(settings: Settings, sim: Simulator, state_dir: Path) -> Setti
     return settings.model_copy(update={"veolia": veolia, "state_dir": state_dir})
 
 
+def _veolia_client(settings: Settings, store: StateStore) -> VeoliaClient:
+    """The configured client, caching its token in ``store``."""
+    veolia = settings.veolia
+    return VeoliaClient(
+        veolia.endpoints,
+        email=veolia.email or "",
+        password=veolia.password,
+        refresh_token=veolia.refresh_token,
+        timeout_s=veolia.timeout_s,
+        token_store=store,
+    )
+
+
 class _App:
     """The wired objects of one run."""
 
@@ -184,14 +197,7 @@ class _App:
         self.settings = settings
         self.store = StateStore(settings.state_dir)
         self.store.load()
-        self.client = VeoliaClient(
-            settings.veolia.endpoints,
-            email=settings.veolia.email or "",
-            password=settings.veolia.password,
-            refresh_token=settings.veolia.refresh_token,
-            timeout_s=settings.veolia.timeout_s,
-            token_store=self.store,
-        )
+        self.client = _veolia_client(settings, self.store)
         self.publisher: Publisher = (
             DryRunPublisher()
             if dry_run
@@ -329,14 +335,7 @@ def _check(settings: Settings) -> int:
         )
     store = StateStore(settings.state_dir)
     store.load()
-    with VeoliaClient(
-        settings.veolia.endpoints,
-        email=settings.veolia.email or "",
-        password=settings.veolia.password,
-        refresh_token=settings.veolia.refresh_token,
-        timeout_s=settings.veolia.timeout_s,
-        token_store=store,
-    ) as client:
+    with _veolia_client(settings, store) as client:
         # Forced: a cached token would say nothing about the configured credentials.
         client.login(force=True)
         print("veolia login: OK", file=out)
