@@ -596,7 +596,7 @@ class VeoliaClient:
             except VeoliaAuthError:
                 raise
             except VeoliaError as err:
-                _LOGGER.warning("Meter %s: fetch failed: %s", contract.meter.number, err)
+                # Returned, not logged: the caller logs it once with the rest of the sync.
                 results.append(FailedMeter(meter=contract.meter, error=err))
         return results
 
