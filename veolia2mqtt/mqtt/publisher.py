@@ -249,12 +249,7 @@ class MqttPublisher:
         self._stopping.clear()
         self._events = queue.Queue()
         self._backlog.clear()
-        with self._lock:
-            self._first_outcome = None
-            self._first_outcome_set = False
-        self._raise_first_refusal = require_connection
-        client = self._make_client()
-        self._client = client
+        client = self._new_client(raise_first_refusal=require_connection)
         self._worker = threading.Thread(target=self._run, name="veolia2mqtt-mqtt", daemon=True)
         self._worker.start()
         host, port, keepalive = self._settings.host, self._settings.port, self._settings.keepalive_s
@@ -283,12 +278,7 @@ class MqttPublisher:
         """
         if self._client is not None:
             return
-        with self._lock:
-            self._first_outcome = None
-            self._first_outcome_set = False
-        self._raise_first_refusal = True
-        client = self._make_client()
-        self._client = client
+        client = self._new_client(raise_first_refusal=True)
         try:
             client.connect(self._settings.host, self._settings.port, self._settings.keepalive_s)
         except (OSError, ValueError) as err:
@@ -368,6 +358,15 @@ class MqttPublisher:
             return self._send(messages, force=False)
 
     # -- client setup and teardown --------------------------------------------------------
+
+    def _new_client(self, *, raise_first_refusal: bool) -> mqtt.Client:
+        """A fresh client, not connected yet, whose first CONNACK is still to come."""
+        with self._lock:
+            self._first_outcome = None
+            self._first_outcome_set = False
+        self._raise_first_refusal = raise_first_refusal
+        self._client = self._make_client()
+        return self._client
 
     def _make_client(self) -> mqtt.Client:
         settings = self._settings
