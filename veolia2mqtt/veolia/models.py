@@ -252,7 +252,7 @@ def parse_billing(raw: object) -> Billing:
 
 
 _new_tuple: Final = tuple.__new__
-_DATE_CACHE: dict[str, date] = {}
+_DATE_CACHE: Final[dict[str, date]] = {}
 _DATE_CACHE_MAX: Final = 8192
 """A sync sees the same few hundred dates over and over; parsing them was a hot spot."""
 
